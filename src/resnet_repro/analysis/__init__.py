@@ -1,0 +1,1 @@
+"""Analyses of networks and runs: complexity (params, FLOPs; paper Table 1 and 6)."""

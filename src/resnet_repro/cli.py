@@ -1,0 +1,200 @@
+"""The ``resnet-repro`` command line: a thin Typer shell over the library.
+
+Each command parses its options, calls library functions, and renders with rich. Errors
+the user can fix (:class:`resnet_repro.errors.UserError`, bad options) print one line and
+exit with code 2; nothing in the library imports this module.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from resnet_repro.errors import UserError
+
+app = typer.Typer(
+    name="resnet-repro",
+    help=(
+        "Reproduce 'Deep Residual Learning for Image Recognition' (He et al., 2015): "
+        "train plain and residual nets, store every run as plain files, and rebuild the "
+        "paper's tables and figures with the paper's numbers beside ours."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with code 2."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+# ---------------------------------------------------------------------------- arch
+@app.command()
+def arch(
+    name: str = typer.Argument(..., help="Architecture, e.g. resnet20, plain56, resnet50."),
+    shortcut: Optional[str] = typer.Option(
+        None, "--shortcut", "-s", help="Shortcut option A, B or C (default: the paper's)."
+    ),
+    stride_on: Optional[str] = typer.Option(
+        None, "--stride-on", help="Bottleneck stride placement: 1x1 (paper) or 3x3 (torchvision v1.5)."
+    ),
+) -> None:
+    """Print a network's layer-by-layer table (output shape, parameters) and its total."""
+    from resnet_repro.report.arch_view import render_arch
+
+    render_arch(console, name, shortcut, stride_on)
+
+
+# ---------------------------------------------------------------------------- train
+DEFAULT_DATA = "data/cifar10"
+
+
+def _default_data_dir() -> str:
+    import os
+
+    return os.environ.get("RESNET_REPRO_DATA", DEFAULT_DATA)
+
+
+@app.command()
+def train(
+    arch_name: Optional[str] = typer.Option(
+        None, "--arch", "-a",
+        help="Network: plain or resnet + depth 6n+2 (resnet20, plain56, resnet110, resnet1202).",
+    ),
+    shortcut: Optional[str] = typer.Option(
+        None, "--shortcut", "-s",
+        help="Shortcut option: A (identity + zero padding, paper default), B (projection where the shape changes), C (projection everywhere). Ignored for plain nets.",
+    ),
+    schedule: str = typer.Option(
+        "quick", "--schedule",
+        help="paper (64k iterations, drops at 32k/48k), quick (4k, drops at 2k/3k: 1/16 of the paper's), smoke (30; tests).",
+    ),
+    iterations: Optional[int] = typer.Option(
+        None, "--iterations", help="Scale the paper's schedule shape to N iterations (overrides --schedule)."
+    ),
+    data_dir: Optional[str] = typer.Option(
+        None, "--data-dir", "-d",
+        help="CIFAR-10: cifar-10-batches-py, cifar-10-python.tar.gz, or an image-folder tree/tar(.gz) with train/ and test/. Default $RESNET_REPRO_DATA or data/cifar10.",
+    ),
+    download: bool = typer.Option(False, "--download", help="Download the original CIFAR-10 into --data-dir through torchvision if it is not there."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of run directories."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run directory name (default e.g. resnet20-A-quick-s0)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the init, batch order and augmentation; a CPU run is repeatable."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run from its newest checkpoint (exactly)."),
+    train_on: str = typer.Option("split", "--train-on", help="split: 45k train / 5k val (the paper's protocol); all: train on 50k."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast where native: AVX512-BF16/AMX CPUs, recent GPUs), fp32, bf16."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on for CUDA, off on CPU, where it measured slower)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for this run (default: all cores; 1 per run when running several side by side)."),
+    warmup: str = typer.Option("auto", "--warmup", help="lr 0.01 until training error < 80%: auto (110 layers and deeper, as in the paper), on, off."),
+    lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1)."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size (paper: 128)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Rerun exactly the run described by a config.json (other options except --out/--name/--data-dir/--resume are ignored)."),
+) -> None:
+    """Train one plain or residual net on CIFAR-10 (paper Sec. 4.2) into a run directory.
+
+    Examples:
+
+      resnet-repro train --arch resnet20 --schedule quick --data-dir ../shared/data/cifar10-jpeg.tar.gz
+
+      resnet-repro train --arch plain56 --shortcut A --seed 1 --resume
+    """
+    from resnet_repro.train.config import load_config, make_config
+    from resnet_repro.train.loop import fit
+
+    if config is not None:
+        cfg = load_config(config)
+        if data_dir:
+            cfg = cfg.model_copy(update={"data_dir": data_dir})
+    else:
+        if not arch_name:
+            fail("missing --arch; e.g. --arch resnet20 (see `resnet-repro train --help`)")
+        cfg = make_config(
+            arch_name, data_dir or _default_data_dir(), shortcut=shortcut, schedule=schedule,
+            iterations=iterations, seed=seed, train_on=train_on, precision=precision, device=device,
+            channels_last=channels_last, compile=compile_model, threads=threads, batch_size=batch_size,
+            lr=lr, warmup=warmup,
+        )
+    run_dir = _safe_run_dir(out, name or cfg.run_name)
+    from resnet_repro.report.progress import TrainProgress
+
+    with TrainProgress(console, cfg, run_dir) as prog:
+        summary = fit(cfg, run_dir, resume=resume, on_event=prog.on_event, download=download)
+    prog.print_summary(summary)
+    if summary["status"] == "diverged":
+        raise typer.Exit(1)
+    if summary["status"] == "interrupted":
+        raise typer.Exit(130)
+
+
+def _safe_run_dir(out: Path, name: str) -> Path:
+    """``out/name``, refusing names that would escape ``out``."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        fail(f"invalid run name {name!r}; use letters, digits, '-', '_' and '.', without '/' or a leading '.'")
+    return out / name
+
+
+# ---------------------------------------------------------------------------- table
+@app.command()
+def table(
+    number: int = typer.Argument(..., help="Paper table number, 1 to 8."),
+    runs_dir: list[Path] = typer.Option(
+        [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
+    ),
+    fmt: str = typer.Option("rich", "--format", "-f", help="rich (terminal), markdown, csv or latex."),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table (markdown/csv/latex) to this file."),
+) -> None:
+    """Rebuild paper Table N from logged runs, with the paper's numbers beside ours.
+
+    Table 6 (CIFAR-10) reads runs trained with `resnet-repro train`; cells without runs
+    say which command would fill them.
+    """
+    import warnings
+
+    from resnet_repro.fsio import atomic_write_text
+    from resnet_repro.report.tables import FORMATS, get_table, to_text
+
+    if fmt not in FORMATS:
+        fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = get_table(number, runs_dir)
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    if fmt == "rich":
+        from resnet_repro.report.render import print_table
+
+        print_table(console, t)
+    else:
+        console.print(to_text(t, fmt), markup=False, highlight=False, soft_wrap=True)
+    if out_file is not None:
+        text = to_text(t, "markdown" if fmt == "rich" else fmt)
+        try:
+            atomic_write_text(out_file, text)
+        except OSError as exc:
+            fail(f"cannot write {out_file} ({exc.strerror}); choose a writable --out")
+
+
+# ---------------------------------------------------------------------------- entry
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the Typer app and turns :class:`UserError` into a
+    one-line message with exit code 2."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except UserError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""A rich progress view for one training run (iteration, lr, loss, training error,
+images/s, ETA), fed by the events of :func:`resnet_repro.train.loop.fit`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class TrainProgress:
+    """Context manager; pass :meth:`on_event` as ``fit(on_event=...)``."""
+
+    def __init__(self, console: Console, cfg, run_dir: Path) -> None:
+        self.console, self.cfg, self.run_dir = console, cfg, run_dir
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("lr {task.fields[lr]}  loss {task.fields[loss]}  train err {task.fields[err]}  "
+                       "{task.fields[ips]} img/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, transient=False, disable=not console.is_terminal and False,
+        )
+        self.task = None
+
+    def __enter__(self) -> TrainProgress:
+        self.progress.start()
+        self.task = self.progress.add_task(self.cfg.run_name, total=self.cfg.iterations, lr="-", loss="-",
+                                           err="-", ips="-")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def on_event(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "step":
+            self.progress.update(self.task, completed=ev["iteration"], lr=f"{ev['lr']:g}")
+        elif kind == "train":
+            self.progress.update(self.task, completed=ev["iteration"], loss=f"{ev['train_loss']:.3f}",
+                                 err=f"{ev['train_error']:.1f}%", ips=f"{ev['images_per_s'] or 0:.0f}")
+        elif kind in ("start", "resume"):
+            self.progress.update(self.task, completed=ev["iteration"])
+            self.console.print(
+                f"{kind} {self.run_dir} at iteration {ev['iteration']}: {self.cfg.arch} shortcut "
+                f"{self.cfg.shortcut or '-'} ({'plain' if not self.cfg.shortcut else 'residual'}), {self.cfg.schedule} "
+                f"schedule ({self.cfg.iterations} iterations), {ev['precision']} ({ev['precision_reason']}), "
+                f"{ev['threads']} threads on {ev['device']}, {ev['train_images']}/{ev['val_images']}/"
+                f"{ev['test_images']} train/val/test images", highlight=False)
+        elif kind == "eval":
+            val = f"val err {ev['val_error']:.2f}%  " if ev.get("val_error") is not None else ""
+            self.console.print(f"  iteration {ev['iteration']:>6}: train err {ev['train_error']:.2f}%  {val}"
+                               f"test err {ev['test_error']:.2f}%", highlight=False)
+        elif kind == "warmup_end":
+            self.console.print(f"  warm-up ended at iteration {ev['iteration']} ({ev['reason']}, "
+                               f"train err {ev['train_error']:.1f}%)", highlight=False)
+        elif kind == "already_complete":
+            self.console.print(f"{self.run_dir} is already complete; nothing to do", highlight=False)
+
+    def print_summary(self, s: dict) -> None:
+        val = f", val {s['final_val_error']:.2f}%" if s.get("final_val_error") is not None else ""
+        test = f"test {s['final_test_error']:.2f}%" if s.get("final_test_error") is not None else "test -"
+        train = f"train {s['final_train_error']:.2f}%" if s.get("final_train_error") is not None else "train -"
+        self.console.print(
+            f"[bold]{s['status']}[/]: {self.run_dir} after {s['iterations_done']} iterations: {train}{val}, {test}; "
+            f"{s['wall_s']:.0f} s wall, {s.get('images_per_s') or 0:.0f} images/s"
+            + (f" — {s['message']}" if s.get("message") else ""), highlight=False)

@@ -1,0 +1,262 @@
+"""The validated configuration of one run: everything needed to rerun it.
+
+A :class:`RunConfig` is written as ``config.json`` in the run directory (beside
+provenance: package and torch versions, git commit, hardware, data checksum). Loading
+that file alone reproduces the run: ``resnet-repro train --config RUN/config.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from resnet_repro import __version__
+from resnet_repro.errors import UserError
+from resnet_repro.models.registry import resolve_shortcut, spec
+from resnet_repro.train.schedule import get_schedule
+
+# Fields that may change between a run and its resume without changing its results.
+RESUME_MUTABLE = frozenset({"data_dir", "threads", "tensorboard"})
+
+
+class RunConfig(BaseModel):
+    """One training run (paper Sec. 4.2 defaults for CIFAR-10).
+
+    Units: learning rates are absolute; iterations count SGD steps of ``batch_size``
+    images; errors elsewhere are percentages.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: str
+    shortcut: str | None
+    stride_on: str | None = None
+    dataset: Literal["cifar10", "imagenet"] = "cifar10"
+    data_dir: str
+    data_checksum: str | None = None
+    schedule: str
+    iterations: int = Field(gt=0)
+    lr_milestones: list[int]
+    lr: float = Field(0.1, gt=0)
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = Field(128, gt=0)
+    warmup: bool = False
+    warmup_lr: float = 0.01
+    warmup_until_train_error: float = 80.0
+    warmup_max_iterations: int = 0
+    seed: int = 0
+    train_on: Literal["split", "all"] = "split"
+    split_seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    eval_every: int = Field(gt=0)
+    log_every: int = Field(gt=0)
+    eval_subset: int | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    tensorboard: bool = False
+
+    @property
+    def run_name(self) -> str:
+        """Default directory name, e.g. ``resnet20-A-quick-s0`` or ``plain20-quick-s0``."""
+        parts = [self.arch]
+        if self.shortcut:
+            parts.append(self.shortcut)
+        if self.stride_on and self.stride_on != "1x1":
+            parts.append(f"stride{self.stride_on}")
+        parts.append(self.schedule if self.schedule != "custom" else f"it{self.iterations}")
+        if self.train_on == "all":
+            parts.append("all")
+        parts.append(f"s{self.seed}")
+        return "-".join(parts)
+
+    def result_fields(self) -> dict:
+        """The fields that determine a run's numbers (all but :data:`RESUME_MUTABLE`)."""
+        return {k: v for k, v in self.model_dump().items() if k not in RESUME_MUTABLE}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU runs bfloat16 matrix work natively (AMX or AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(requested: str, device: str) -> tuple[str, str]:
+    """``auto`` -> bf16 autocast where the hardware runs it natively, else fp32.
+
+    Returns ``(precision, reason)``.
+
+    Raises:
+        UserError: for a value other than auto, fp32, bf16.
+    """
+    if requested not in ("auto", "fp32", "bf16"):
+        raise UserError(f"unknown precision {requested!r}; choose auto, fp32 or bf16")
+    if requested != "auto":
+        return requested, "requested"
+    if device.startswith("cuda"):
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ("bf16", "CUDA GPU with bf16 support") if ok else ("fp32", "GPU without bf16")
+    if cpu_has_native_bf16():
+        return "bf16", "CPU with AMX or AVX512-BF16"
+    return "fp32", "CPU without native bf16"
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` if available, else ``cpu``.
+
+    Raises:
+        UserError: for CUDA asked on a machine without it.
+    """
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked but no CUDA GPU is visible; use --device cpu or auto")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise UserError(f"unknown device {requested!r}; choose auto, cpu or cuda[:N]")
+    return requested
+
+
+def make_config(
+    arch: str,
+    data_dir: str,
+    shortcut: str | None = None,
+    schedule: str = "quick",
+    iterations: int | None = None,
+    seed: int = 0,
+    train_on: str = "split",
+    precision: str = "auto",
+    device: str = "auto",
+    channels_last: bool | None = None,
+    compile: bool = False,
+    threads: int | None = None,
+    stride_on: str | None = None,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    warmup: str = "auto",
+    tensorboard: bool = False,
+) -> RunConfig:
+    """Build a validated :class:`RunConfig` from CLI-level choices, resolving the
+    paper's defaults: shortcut A for CIFAR nets, the warm-up for 110 layers and deeper
+    (Sec. 4.2), bf16 autocast where native.
+
+    Raises:
+        UserError: for any invalid choice (unknown arch, schedule, precision, ...).
+    """
+    s = spec(arch)
+    if s.family != "cifar":
+        raise UserError(f"{s.name} is an ImageNet net; CIFAR-10 training takes 6n+2 depths such as resnet20, plain56")
+    if train_on not in ("split", "all"):
+        raise UserError(f"unknown --train-on {train_on!r}; choose split (45k/5k, the paper's) or all (50k)")
+    if warmup not in ("auto", "on", "off"):
+        raise UserError(f"unknown --warmup {warmup!r}; choose auto, on or off")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    sch = get_schedule(schedule, iterations)
+    dev = resolve_device(device)
+    prec, _ = resolve_precision(precision, dev)
+    use_warmup = (s.depth >= 110) if warmup == "auto" else warmup == "on"
+    try:
+        return RunConfig(
+            arch=s.name,
+            shortcut=resolve_shortcut(s, shortcut),
+            stride_on=stride_on,
+            data_dir=str(data_dir),
+            schedule=sch.name,
+            iterations=sch.iterations,
+            lr_milestones=list(sch.milestones),
+            lr=lr,
+            batch_size=batch_size,
+            warmup=use_warmup,
+            warmup_max_iterations=sch.warmup_max_iterations if use_warmup else 0,
+            seed=seed,
+            train_on=train_on,
+            precision=prec,
+            channels_last=bool(channels_last) if channels_last is not None else dev.startswith("cuda"),
+            compile=compile,
+            eval_every=sch.eval_every,
+            log_every=sch.log_every,
+            eval_subset=sch.eval_subset,
+            threads=threads,
+            device=dev,
+            tensorboard=tensorboard,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"invalid value for {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read a run's ``config.json`` (its ``config`` section).
+
+    Raises:
+        UserError: if the file is missing, not JSON, or not a valid config.
+    """
+    import json
+
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text())
+        return RunConfig.model_validate(obj["config"])
+    except FileNotFoundError:
+        raise UserError(f"no config at {p}; give a run directory's config.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise UserError(f"{p} is not a run config (expected JSON with a 'config' object)") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"{p}: invalid {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def git_commit() -> str | None:
+    """The git commit of the package source, or None outside a checkout."""
+    try:
+        root = Path(__file__).resolve().parents[3]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hardware(device: str) -> dict:
+    """A description of the machine a run used: CPU model and cores, GPU name."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def provenance(cfg: RunConfig, source_kind: str | None) -> dict:
+    """Everything about where a run came from that is not a choice: versions, commit,
+    hardware, data copy."""
+    return {
+        "package_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "hardware": hardware(cfg.device),
+        "data_source_kind": source_kind,
+    }

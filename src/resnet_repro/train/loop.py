@@ -1,0 +1,421 @@
+"""The CIFAR-10 training loop of paper Sec. 4.2, resumable to the bit.
+
+Everything random is a pure function of ``(seed, iteration)``: the mini-batch order is
+one seeded permutation per pass over the data, and the crop/flip randomness of
+iteration ``k`` comes from a generator seeded with ``(seed, k)``. A resumed run
+therefore needs only the model, optimizer and a few counters from its checkpoint to
+continue exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from resnet_repro import runs
+from resnet_repro.data.augment import pad_crop_flip, to_float
+from resnet_repro.data.cifar import load_cifar10, split_digest, split_indices, store_split
+from resnet_repro.errors import UserError
+from resnet_repro.fsio import atomic_write_bytes
+from resnet_repro.models import build
+from resnet_repro.train import checkpoint
+from resnet_repro.train.config import RunConfig, provenance, resolve_precision
+from resnet_repro.train.schedule import lr_at
+
+EventFn = Callable[[dict], None]
+_SEED_STRIDE = 1_000_003
+
+
+@dataclass
+class TrainData:
+    """CIFAR-10 on the training device.
+
+    Attributes:
+        train_x / val_x / test_x: ``(N, 3, 32, 32)`` uint8 tensors (val is None with
+            ``train_on="all"``).
+        train_y / val_y / test_y: ``(N,)`` int64.
+        mean: ``(3, 32, 32)`` float32 per-pixel mean of the training images, in [0, 1].
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor | None
+    val_y: torch.Tensor | None
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: torch.Tensor
+    source_kind: str
+    checksum: str
+    split_digest: str | None
+
+
+def prepare_data(cfg: RunConfig, download: bool = False) -> TrainData:
+    """Load CIFAR-10, split off 5k validation images (unless ``train_on="all"``), compute
+    the per-pixel mean on the training images, and move all to ``cfg.device``.
+
+    Raises:
+        UserError: if the data set is missing or corrupt.
+    """
+    arrays = load_cifar10(cfg.data_dir, download=download)
+    dev = torch.device(cfg.device)
+    tx, ty = arrays.train_x, arrays.train_y
+    vx = vy = None
+    digest = None
+    if cfg.train_on == "split":
+        tr, va = split_indices(len(tx), cfg.split_seed)
+        store_split(arrays.checksum, cfg.split_seed, tr, va)
+        digest = split_digest(va)
+        vx, vy = tx[va], ty[va]
+        tx, ty = tx[tr], ty[tr]
+    mean = torch.from_numpy(tx.astype(np.float64).mean(axis=0) / 255.0).float()
+
+    def t(a):
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(dev)
+
+    return TrainData(t(tx), t(ty), t(vx), t(vy), t(arrays.test_x), t(arrays.test_y), mean.to(dev),
+                     arrays.source_kind, arrays.checksum, digest)
+
+
+class BatchOrder:
+    """Mini-batch indices as a pure function of the iteration: the training set is
+    visited in one seeded random permutation per pass; a batch that crosses the end of
+    a pass continues into the next pass's permutation."""
+
+    def __init__(self, n: int, batch: int, seed: int, device: torch.device) -> None:
+        self.n, self.batch, self.seed, self.device = n, batch, seed, device
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
+            self._perms = {k: v for k, v in self._perms.items() if k >= epoch - 1}
+            self._perms[epoch] = torch.randperm(self.n, generator=g).to(self.device)
+        return self._perms[epoch]
+
+    def indices(self, iteration: int) -> torch.Tensor:
+        """``(batch,)`` int64 indices for 0-based ``iteration``."""
+        parts, need, pos = [], self.batch, iteration * self.batch
+        while need:
+            epoch, off = divmod(pos, self.n)
+            take = min(need, self.n - off)
+            parts.append(self._perm(epoch)[off: off + take])
+            need -= take
+            pos += take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def aug_generator(seed: int, iteration: int, device: torch.device) -> torch.Generator:
+    """The generator for the augmentation of one iteration."""
+    return torch.Generator(device=device).manual_seed((seed * _SEED_STRIDE + iteration + 1) % (2**63))
+
+
+def autocast(cfg: RunConfig):
+    """bfloat16 autocast context for ``cfg.precision == "bf16"``, else a no-op."""
+    if cfg.precision != "bf16":
+        return nullcontext()
+    return torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, cfg: RunConfig,
+             batch: int = 1000) -> float:
+    """Top-1 error (%) of ``model`` in eval mode on uint8 images ``x`` ``(N, 3, 32, 32)``
+    with labels ``y`` ``(N,)``: a single view of each original image (paper Sec. 4.2)."""
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros((), dtype=torch.long, device=x.device)
+    for i in range(0, len(x), batch):
+        xb = to_float(x[i: i + batch], mean)
+        if cfg.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(cfg):
+            out = model(xb)
+        wrong += (out.argmax(1) != y[i: i + batch]).sum()
+    model.train(was_training)
+    return 100.0 * wrong.item() / len(x)
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checkpoints and stops at the next iteration."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handler)
+
+    def _handler(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C aborts at once
+        self.signum = signum
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _check_existing(run_dir: Path, cfg: RunConfig, resume: bool) -> dict | None:
+    """Validate an existing run directory; return its summary if the run is complete."""
+    old = runs.read_json(run_dir / "config.json")
+    if old is None:
+        if (run_dir / "config.json").exists():
+            raise UserError(f"{run_dir}/config.json is unreadable; choose another --out or --name, or delete that run")
+        return None
+    try:
+        old_cfg = RunConfig.model_validate(old.get("config"))
+    except Exception:
+        raise UserError(f"{run_dir} holds a run with an invalid config; choose another --out or --name") from None
+    a, b = old_cfg.result_fields(), cfg.result_fields()
+    b["data_checksum"] = a.get("data_checksum")  # compared separately once the data is loaded
+    diff = sorted(k for k in a if a[k] != b.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {a[k]!r} there vs {b.get(k)!r} now" for k in diff[:4])
+        raise UserError(f"{run_dir} holds a different config ({shown}); choose another --out or --name")
+    summary = runs.read_json(run_dir / "summary.json") or {}
+    if summary.get("status") == "complete":
+        if resume:
+            return summary
+        raise UserError(f"{run_dir} is already complete; pass --resume to accept it as is, or choose another --name")
+    if not resume:
+        raise UserError(f"{run_dir} holds an unfinished run; add --resume to continue it, or choose another --name")
+    return None
+
+
+def fit(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    on_event: EventFn | None = None,
+    stop_after: int | None = None,
+    download: bool = False,
+) -> dict:
+    """Train one run and write its run directory (see :mod:`resnet_repro.runs`).
+
+    Paper Sec. 4.2: SGD with momentum 0.9 and weight decay 1e-4 on mini-batches of 128,
+    lr 0.1 divided by 10 at the schedule's milestones, the 0.01 warm-up for 110+ layers,
+    4-pixel pad / random crop / flip augmentation, per-pixel mean subtraction.
+
+    Args:
+        cfg: the validated run config.
+        run_dir: the run directory (created if missing).
+        resume: continue an unfinished run from its newest intact checkpoint (a
+            directory without a run starts fresh).
+        on_event: called with every logged event and with ``{"event": "step",
+            "iteration": k}`` after every iteration (for progress bars).
+        stop_after: stop as if interrupted after this many iterations (tests).
+        download: let torchvision download CIFAR-10 if ``cfg.data_dir`` has none.
+
+    Returns:
+        The run's summary dict (also written to ``summary.json``); ``status`` is
+        ``complete``, ``interrupted`` or ``diverged``.
+
+    Raises:
+        UserError: bad data, a run directory with another config or in use by another
+            process, an unwritable output directory.
+    """
+    run_dir = Path(run_dir)
+    emit = on_event or (lambda ev: None)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to {run_dir} ({exc.strerror}); choose a writable --out") from None
+    with runs.RunLock(run_dir):
+        done = _check_existing(run_dir, cfg, resume)
+        if done is not None:
+            emit({"event": "already_complete", "iteration": done.get("iterations_done", cfg.iterations)})
+            return done
+        return _fit_locked(cfg, run_dir, resume, emit, stop_after, download)
+
+
+def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop_after: int | None,
+                download: bool) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dev = torch.device(cfg.device)
+    data = prepare_data(cfg, download=download)
+    if cfg.data_checksum and cfg.data_checksum != data.checksum:
+        raise UserError(
+            f"the data at {cfg.data_dir} differs from the run's (checksum {data.checksum[:12]} vs "
+            f"{cfg.data_checksum[:12]}); point --data-dir at the copy the run used"
+        )
+    cfg = cfg.model_copy(update={"data_checksum": data.checksum})
+    auto, auto_why = resolve_precision("auto", cfg.device)
+    why = f"auto: {auto_why}" if auto == cfg.precision else "set explicitly"
+    old = runs.read_json(run_dir / "config.json")
+    if old is not None and old["config"].get("data_checksum") not in (None, data.checksum):
+        raise UserError(
+            f"{run_dir} was trained on other data (checksum {old['config']['data_checksum'][:12]}); "
+            f"point --data-dir at that copy or choose another --name"
+        )
+
+    torch.manual_seed(cfg.seed)
+    model = build(cfg.arch, cfg.shortcut, stride_on=cfg.stride_on).to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    step_model = torch.compile(model) if cfg.compile else model
+
+    ckpt_dir = run_dir / "checkpoints"
+    metrics_path = run_dir / "metrics.jsonl"
+    state = checkpoint.load_latest(ckpt_dir, map_location=dev) if resume else None
+    start, wall_prev, train_s, warmup_active = 0, 0.0, 0.0, cfg.warmup
+    win = [0.0, 0.0, 0]  # loss sum, wrong count, images in the current logging window
+    last_eval: dict = {}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, wall_prev, train_s = int(state["iteration"]), float(state["wall_s"]), float(state["train_s"])
+        warmup_active = bool(state["warmup_active"])
+        win = [float(state["window"][0]), float(state["window"][1]), int(state["window"][2])]
+        last_eval = dict(state.get("last_eval") or {})
+        keep = int(state["metrics_bytes"])
+        raw = metrics_path.read_bytes() if metrics_path.exists() else b""
+        atomic_write_bytes(metrics_path, raw[:keep])
+        kind = "resume"
+    else:
+        if metrics_path.exists():
+            atomic_write_bytes(metrics_path, b"")
+        runs.write_config(run_dir, cfg.model_dump(), {**provenance(cfg, data.source_kind),
+                                                      "split_digest": data.split_digest})
+        kind = "start"
+    t0 = time.perf_counter()
+
+    def wall() -> float:
+        return wall_prev + time.perf_counter() - t0
+
+    def log(ev: dict) -> None:
+        runs.log_event(run_dir, ev)
+        emit(ev)
+
+    log({"event": kind, "iteration": start, "wall_s": round(wall(), 3), "precision": cfg.precision,
+         "precision_reason": why, "threads": torch.get_num_threads(), "device": cfg.device,
+         "train_images": len(data.train_x), "val_images": 0 if data.val_x is None else len(data.val_x),
+         "test_images": len(data.test_x), "warmup_active": warmup_active})
+
+    def summary(status: str, it: int, message: str | None = None) -> dict:
+        imgs = it * cfg.batch_size
+        s = {
+            "status": status, "iterations_done": it, "iterations": cfg.iterations,
+            "final_train_error": last_eval.get("train_error"), "final_val_error": last_eval.get("val_error"),
+            "final_test_error": last_eval.get("test_error"), "eval_iteration": last_eval.get("iteration"),
+            "wall_s": round(wall(), 2), "train_s": round(train_s, 2),
+            "images_per_s": round(imgs / train_s, 1) if train_s > 0 else None,
+            "precision": cfg.precision, "threads": torch.get_num_threads(), "device": cfg.device,
+            "data_source_kind": data.source_kind,
+        }
+        if message:
+            s["message"] = message
+        runs.write_summary(run_dir, s)
+        return s
+
+    def save_ckpt(it: int, window: list) -> None:
+        checkpoint.save(ckpt_dir, f"iter-{it:07d}.pt", {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it,
+            "warmup_active": warmup_active, "window": list(window), "wall_s": wall(), "train_s": train_s,
+            "metrics_bytes": metrics_path.stat().st_size, "last_eval": last_eval,
+            "arch": cfg.arch, "shortcut": cfg.shortcut, "num_classes": 10,
+        })
+
+    order = BatchOrder(len(data.train_x), cfg.batch_size, cfg.seed, dev)
+    sub = cfg.eval_subset
+    stop = _StopFlag()
+    stop.install()
+    win_loss = torch.zeros((), device=dev)
+    win_wrong = torch.zeros((), device=dev, dtype=torch.long)
+    win_loss += win[0]
+    win_wrong += int(win[1])
+    win_n = win[2]
+    step_t0 = time.perf_counter()
+    it = start
+    try:
+        model.train()
+        while it < cfg.iterations:
+            lr = lr_at(it, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.warmup_lr if warmup_active else None)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = order.indices(it)
+            x = pad_crop_flip(to_float(data.train_x[idx], data.mean), aug_generator(cfg.seed, it, dev))
+            y = data.train_y[idx]
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(cfg):
+                out = step_model(x)
+                loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            win_loss += loss.detach().float() * len(y)
+            win_wrong += (out.detach().argmax(1) != y).sum()
+            win_n += len(y)
+            it += 1
+            emit({"event": "step", "iteration": it, "lr": lr})
+
+            if it % cfg.log_every == 0 or it == cfg.iterations:
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                now = time.perf_counter()
+                train_s += now - step_t0
+                w_loss, w_err = win_loss.item() / win_n, 100.0 * win_wrong.item() / win_n
+                log({"event": "train", "iteration": it, "lr": lr, "train_loss": w_loss, "train_error": w_err,
+                     "images_per_s": round(it * cfg.batch_size / train_s, 1) if train_s else None,
+                     "wall_s": round(wall(), 3)})
+                win_loss.zero_()
+                win_wrong.zero_()
+                win_n = 0
+                if not math.isfinite(w_loss):
+                    msg = (f"training loss became {w_loss} between iterations {it - cfg.log_every + 1} and {it} "
+                           f"(lr {lr}); the run diverged, try a lower --lr or --warmup on")
+                    log({"event": "end", "iteration": it, "status": "diverged", "message": msg})
+                    return summary("diverged", it, msg)
+                if warmup_active and (w_err < cfg.warmup_until_train_error or it >= cfg.warmup_max_iterations):
+                    warmup_active = False
+                    reason = "train_error_below_threshold" if w_err < cfg.warmup_until_train_error else "cap_reached"
+                    log({"event": "warmup_end", "iteration": it, "train_error": w_err, "reason": reason})
+                if it % cfg.eval_every == 0 or it == cfg.iterations:
+                    ev = {"event": "eval", "iteration": it, "train_error": w_err, "train_loss": w_loss}
+                    if data.val_x is not None:
+                        ev["val_error"] = evaluate(step_model, data.val_x[:sub], data.val_y[:sub], data.mean, cfg)
+                    ev["test_error"] = evaluate(step_model, data.test_x[:sub], data.test_y[:sub], data.mean, cfg)
+                    ev["wall_s"] = round(wall(), 3)
+                    log(ev)
+                    last_eval = {k: ev.get(k) for k in ("iteration", "train_error", "val_error", "test_error")}
+                    if it < cfg.iterations:
+                        save_ckpt(it, [0.0, 0, 0])
+                        summary("running", it)
+                step_t0 = time.perf_counter()
+            if stop.signum is not None or (stop_after is not None and it >= stop_after and it < cfg.iterations):
+                train_s += time.perf_counter() - step_t0
+                why_stop = "signal" if stop.signum is not None else "stop_after"
+                save_ckpt(it, [win_loss.item(), win_wrong.item(), win_n])  # before the end event:
+                log({"event": "end", "iteration": it, "status": "interrupted", "reason": why_stop})  # resume drops it
+                return summary("interrupted", it, f"stopped at iteration {it}; continue with --resume")
+        checkpoint.save(ckpt_dir, "final.pt", {"model": model.state_dict(), "iteration": it, "arch": cfg.arch,
+                                                "shortcut": cfg.shortcut, "num_classes": 10}, latest=False)
+        log({"event": "end", "iteration": it, "status": "complete", "wall_s": round(wall(), 3)})
+        return summary("complete", it)
+    except OSError as exc:
+        msg = f"a write failed at iteration {it} ({exc.strerror or exc}); free space, then continue with --resume"
+        try:
+            summary("interrupted", it, msg)
+        except OSError:
+            pass
+        raise UserError(msg) from None
+    finally:
+        stop.restore()

@@ -185,6 +185,42 @@ def table(
             fail(f"cannot write {out_file} ({exc.strerror}); choose a writable --out")
 
 
+# ---------------------------------------------------------------------------- import-weights
+@app.command("import-weights")
+def import_weights(
+    file: Path | None = typer.Argument(
+        None, help="A torchvision state_dict file (.pth/.pt); omit with --from torchvision:WEIGHTS."
+    ),
+    source: str = typer.Option(
+        "torchvision",
+        "--from",
+        help="torchvision (with FILE), or torchvision:IMAGENET1K_V1 to download torchvision's weights.",
+    ),
+    arch_name: str = typer.Option(..., "--arch", help="resnet18, resnet34, resnet50, resnet101 or resnet152."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the converted weights (.pt)."),
+) -> None:
+    """Convert torchvision ResNet weights to this project's networks (option-B shortcuts;
+    bottleneck stride on the 3x3 conv, as torchvision) and save them atomically."""
+    from resnet_repro.models import count_params
+    from resnet_repro.models.convert import (
+        build_imported,
+        load_torchvision_weights,
+        save_imported,
+        torchvision_build_kwargs,
+    )
+
+    sd = load_torchvision_weights(source, arch_name, file)
+    save_imported(sd, arch_name, out, source if file is None else f"{source}:{file}")
+    model = build_imported(out)
+    kwargs = ", ".join(f"{k}={v!r}" for k, v in torchvision_build_kwargs(arch_name).items())
+    console.print(
+        f"wrote {out}: {arch_name}, {count_params(model):,} parameters; "
+        f"load with resnet_repro.models.convert.build_imported(path) (= build({arch_name!r}, {kwargs}))",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 # ---------------------------------------------------------------------------- entry
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the Typer app and turns :class:`UserError` into a

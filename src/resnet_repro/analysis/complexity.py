@@ -239,7 +239,10 @@ def _stages(model: nn.Module, layers: list[LayerRow]) -> list[StageRow]:
         pre = ""
         if stage == "conv1":
             c = model.conv1
-            desc, blocks = f"{c.kernel_size[0]}x{c.kernel_size[1]}, {c.out_channels}, stride {c.stride[0]}", 0
+            desc, blocks = (
+                f"{c.kernel_size[0]}x{c.kernel_size[1]}, {c.out_channels}, stride {c.stride[0]}",
+                0,
+            )
         elif stage == "head":
             desc, blocks = f"global average pool, {model.fc.out_features}-d fc", 0
         else:
@@ -250,7 +253,15 @@ def _stages(model: nn.Module, layers: list[LayerRow]) -> list[StageRow]:
                 k, stride = pool[0].kind.removeprefix("max pool ").split(", /")
                 pre = f"{k} max pool, stride {stride}"
         out.append(
-            StageRow(stage, int(size), desc, pre, blocks, sum(r.params for r in rows), sum(r.mult_adds for r in rows))
+            StageRow(
+                stage,
+                int(size),
+                desc,
+                pre,
+                blocks,
+                sum(r.params for r in rows),
+                sum(r.mult_adds for r in rows),
+            )
         )
     return out
 

@@ -311,7 +311,9 @@ def load_torchvision_weights(
     return from_torchvision(sd, arch)
 
 
-def save_imported(state_dict: Mapping[str, torch.Tensor], arch: str, out: str | os.PathLike, source: str) -> None:
+def save_imported(
+    state_dict: Mapping[str, torch.Tensor], arch: str, out: str | os.PathLike, source: str
+) -> None:
     """Write converted weights atomically as ``{"format", "arch", "build_kwargs",
     "source", "state_dict"}`` with ``torch.save`` (read it back with
     :func:`build_imported`; ``torch.load(out, weights_only=True)["state_dict"]`` is a

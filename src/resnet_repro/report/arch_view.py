@@ -8,7 +8,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from resnet_repro.analysis.complexity import Complexity, analyse, paper_cifar_params, paper_mult_adds
+from resnet_repro.analysis.complexity import (
+    Complexity,
+    analyse,
+    paper_cifar_params,
+    paper_mult_adds,
+)
 from resnet_repro.models.registry import spec
 
 
@@ -29,7 +34,8 @@ def _mult_adds(n: int) -> str:
 
 def layer_table(c: Complexity) -> Table:
     """A rich Table of ``c``'s per-layer view (layer, type, output CxHxW for one image,
-    parameters, multiply-adds), one section per stage headed by the stage's name."""
+    parameters, multiply-adds), one section per stage headed by the stage's name (paper
+    Table 1 stages conv1, conv2_x .. conv5_x, head). Raises nothing."""
     t = Table(
         title=escape(
             f"{c.paper_name} ({c.name}): shortcut {c.shortcut or 'none (plain)'}"
@@ -61,9 +67,16 @@ def layer_table(c: Complexity) -> Table:
 
 def stage_table(c: Complexity) -> Table:
     """A rich Table of ``c``'s per-stage view in the layout of paper Table 1 (stage, output
-    size, block shape x count, parameters, multiply-adds)."""
+    size in pixels, block shape x count, parameters, multiply-adds per image). Raises
+    nothing."""
     t = Table(title="per stage (paper Table 1 layout)")
-    for name, right in (("stage", False), ("output", True), ("layers", False), ("params", True), ("mult-adds", True)):
+    for name, right in (
+        ("stage", False),
+        ("output", True),
+        ("layers", False),
+        ("params", True),
+        ("mult-adds", True),
+    ):
         t.add_column(name, justify="right" if right else "left", no_wrap=name != "layers")
     for s in c.stages:
         layers = f"{s.pre}; {s.layers}" if s.pre else s.layers
@@ -78,10 +91,16 @@ def stage_table(c: Complexity) -> Table:
 
 
 def summary_lines(c: Complexity) -> list[str]:
-    """Total parameters and multiply-adds, with the paper's figure where it has one."""
+    """Total parameters and multiply-adds for one image, with the paper's figure where it
+    has one (Table 1 multiply-adds for ImageNet nets; Table 6 parameters for CIFAR nets).
+    Raises nothing."""
     depth = spec(c.name).depth
     lines = [f"parameters: {c.params:,} (trainable; BN running statistics not counted)"]
-    scaled = f"{c.mult_adds / 1e9:.3f} x 10^9" if c.mult_adds >= 1e9 else f"{c.mult_adds / 1e6:.2f} x 10^6"
+    scaled = (
+        f"{c.mult_adds / 1e9:.3f} x 10^9"
+        if c.mult_adds >= 1e9
+        else f"{c.mult_adds / 1e6:.2f} x 10^6"
+    )
     ma = (
         f"multiply-adds: {c.mult_adds:,} = {scaled} for one {c.input_size}x{c.input_size} "
         "image (FlopCounterMode FLOPs / 2; convs and fc only)"

@@ -58,7 +58,12 @@ def table1_frame(stride_on: str = "1x1") -> pd.DataFrame:
             name = f"{kind}{depth}"
             c = analyse(name, None, stride_on if depth >= 50 else None)
             stages = {s.stage: s for s in c.stages}
-            row = {"net": c.paper_name, "name": c.name, "depth": depth, "shortcut": c.shortcut or "-"}
+            row = {
+                "net": c.paper_name,
+                "name": c.name,
+                "depth": depth,
+                "shortcut": c.shortcut or "-",
+            }
             for st in _STAGES:
                 s = stages[st]
                 row[f"{st} ({s.output_size}x{s.output_size})"] = s.layers
@@ -120,7 +125,10 @@ def _cell(value: object, column: str) -> str:
 
 def _display(frame: pd.DataFrame, drop: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
     cols = [c for c in frame.columns if c not in drop]
-    body = [[_cell(v, c) for c, v in zip(cols, rec, strict=True)] for rec in frame[cols].itertuples(index=False)]
+    body = [
+        [_cell(v, c) for c, v in zip(cols, rec, strict=True)]
+        for rec in frame[cols].itertuples(index=False)
+    ]
     return cols, body
 
 
@@ -204,7 +212,9 @@ def render_table1(console: Console | None = None, fmt: str = "rich", stride_on: 
     frame = table1_frame(stride_on)
     caption = TABLE1_CAPTION
     if stride_on != "1x1":
-        caption += f" Bottleneck stride on the {stride_on} conv (torchvision v1.5), not the paper's."
+        caption += (
+            f" Bottleneck stride on the {stride_on} conv (torchvision v1.5), not the paper's."
+        )
     return render_frame(frame, fmt, console, TABLE1_TITLE, caption, drop=("name", "depth"))
 
 
@@ -226,4 +236,6 @@ def render_cifar_complexity(console: Console | None = None, fmt: str = "rich") -
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     frame = cifar_complexity_frame()
-    return render_frame(frame, fmt, console, CIFAR_TITLE, CIFAR_CAPTION, drop=("name", "params (M)"))
+    return render_frame(
+        frame, fmt, console, CIFAR_TITLE, CIFAR_CAPTION, drop=("name", "params (M)")
+    )

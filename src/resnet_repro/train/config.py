@@ -183,7 +183,7 @@ def make_config(
             seed=seed,
             train_on=train_on,
             precision=prec,
-            channels_last=bool(channels_last) if channels_last is not None else dev.startswith("cuda"),
+            channels_last=True if channels_last is None else bool(channels_last),
             compile=compile,
             eval_every=sch.eval_every,
             log_every=sch.log_every,

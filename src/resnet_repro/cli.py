@@ -221,6 +221,35 @@ def import_weights(
     )
 
 
+# ---------------------------------------------------------------------------- responses
+@app.command()
+def responses(
+    run_dirs: list[Path] = typer.Argument(..., help="Finished CIFAR-10 run directories (with checkpoints/final.pt)."),
+    split: str = typer.Option("test", "--split", help="test (the paper's, 10k images) or val (the 5k held out)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", help="CIFAR-10 location if not the run's (same data, checked)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    batch_size: int = typer.Option(500, "--batch-size", help="Images per forward pass (memory only)."),
+) -> None:
+    """Measure each run's layer responses (paper Sec. 4.2, Fig. 7): the std of every 3x3
+    layer's output after BN, before ReLU/addition, stem included (6n+1 layers), on the
+    test set in eval mode; writes RUN/responses.json. Draw them with `resnet-repro figure 7`."""
+    from resnet_repro.analysis.responses import check_runs, write_responses
+    from resnet_repro.train.config import resolve_device
+
+    if batch_size < 1:
+        fail(f"--batch-size must be >= 1, got {batch_size}")
+    dev = resolve_device(device)
+    check_runs(run_dirs)
+    for d in run_dirs:
+        r = write_responses(d, split=split, device=dev, data_dir=data_dir, batch_size=batch_size)
+        stds = [layer["std"] for layer in r["layers"]]
+        console.print(
+            f"wrote {d}/responses.json: {r['paper_name']}, {len(stds)} 3x3 layers, {r['split']} set "
+            f"({r['images']:,} images, top-1 error {r['error']:.2f}%), std {min(stds):.3f} to {max(stds):.3f}",
+            highlight=False, soft_wrap=True,
+        )
+
+
 # ---------------------------------------------------------------------------- entry
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the Typer app and turns :class:`UserError` into a

@@ -1,0 +1,166 @@
+"""Paper Fig. 7: standard deviations of the layer responses on CIFAR-10 (Sec. 4.2).
+
+Two panels, as in the paper: top, the std of each 3x3 layer in network order; bottom,
+the same values sorted in descending order. Plain nets are dashed, ResNets solid. The
+curves come from ``responses.json`` files written by ``resnet-repro responses``
+(:mod:`resnet_repro.analysis.responses`; 6n+1 layers per 6n+2-layer net, stem
+included). Reports never train nor measure: a run without ``responses.json`` is
+reported with the command that makes it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from resnet_repro import paper
+from resnet_repro.analysis.responses import RESPONSES_FILE, read_responses
+from resnet_repro.errors import UserError
+from resnet_repro.fsio import atomic_write_bytes
+from resnet_repro.models import spec
+from resnet_repro.runs import find_runs
+
+# Colours by depth, so plain-20 and ResNet-20 share one (dashed vs solid).
+_DEPTH_COLOURS = {20: "tab:blue", 32: "tab:purple", 44: "tab:brown", 56: "tab:orange", 110: "tab:green",
+                  1202: "tab:red"}
+_OTHER_COLOURS = ("tab:gray", "tab:olive", "tab:cyan", "tab:pink")
+
+
+def _label(name: str) -> str:
+    """The paper's spelling of a net name (``plain-20``, ``ResNet-56``)."""
+    return spec(name).paper_name
+
+
+def collect_responses(runs_dirs: list[Path]) -> list[dict]:
+    """The ``responses.json`` of the runs under ``runs_dirs`` that Fig. 7 draws: CIFAR-10
+    runs, plain nets and option-A ResNets (the paper's), one run per net (the longest
+    schedule, then the lowest seed), ordered by depth with the plain net first.
+
+    Warns (``UserWarning``) about runs skipped: runs without ``responses.json`` (naming
+    the command that makes it), other shortcut options, further runs of a drawn net,
+    and the paper's Fig. 7 nets that have no responses.
+
+    Raises:
+        UserError: if no run under ``runs_dirs`` has a usable ``responses.json``.
+    """
+    roots = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
+    chosen: dict[str, tuple[tuple, dict]] = {}
+    missing: list[str] = []
+    for d in find_runs(roots):
+        r = read_responses(d)
+        if r is None:
+            if (d / RESPONSES_FILE).exists():
+                warnings.warn(f"{d}/{RESPONSES_FILE} is unreadable or malformed; left out (measure again with "
+                              f"`resnet-repro responses {d}`)", stacklevel=2)
+            else:
+                missing.append(str(d))
+            continue
+        if r.get("shortcut") not in (None, "A"):
+            warnings.warn(f"{d}: option {r['shortcut']} run left out of Fig. 7 (the paper's uses option A)",
+                          stacklevel=2)
+            continue
+        r = {**r, "run_dir": str(d)}
+        key = (-int(r.get("iterations") or 0), int(r.get("seed") or 0), str(d))
+        old = chosen.get(r["arch"])
+        if old is None or key < old[0]:
+            if old is not None:
+                warnings.warn(f"{old[1]['run_dir']}: another run of {r['paper_name']} is drawn instead", stacklevel=2)
+            chosen[r["arch"]] = (key, r)
+        else:
+            warnings.warn(f"{d}: another run of {r['paper_name']} is drawn instead", stacklevel=2)
+    if missing:
+        shown = " ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        warnings.warn(f"{len(missing)} run(s) without responses.json left out; measure them with "
+                      f"`resnet-repro responses {shown}`", stacklevel=2)
+    if not chosen:
+        where = ", ".join(str(p) for p in roots)
+        raise UserError(f"no run with responses.json under {where}; run `resnet-repro responses RUN_DIR...` "
+                        "on finished CIFAR-10 runs first")
+    want = [n.lower().replace("-", "") for n in paper.figure(7)["nets"]]
+    absent = [_label(n) for n in want if n not in chosen]
+    if absent:
+        warnings.warn("Fig. 7 nets without responses: " + ", ".join(absent) +
+                      " (train them, e.g. `resnet-repro train --arch " + absent[0].lower().replace("-", "") +
+                      "`, then `resnet-repro responses RUN_DIR`)", stacklevel=2)
+    out = [r for _, r in chosen.values()]
+    out.sort(key=lambda r: (spec(r["arch"]).depth, spec(r["arch"]).residual))
+    return out
+
+
+def _describe(rs: list[dict]) -> str:
+    """Subtitle naming schedule(s), image set and data copy."""
+    scheds = sorted({f"{r['schedule']} ({int(r['iterations']):,} iterations)" for r in rs})
+    splits = sorted({f"{r['split']} set, {int(r['images']):,} images" for r in rs})
+    kinds = sorted({str(r.get("data_source_kind")) for r in rs if r.get("data_source_kind")})
+    line = "Ours: CIFAR-10 " + "; ".join(splits) + "; schedule " + ", ".join(scheds)
+    return line + ("\ndata: " + ", ".join(kinds) if kinds else "")
+
+
+def figure7(runs_dirs: list[Path], out_base: Path) -> list[Path]:
+    """Draw paper Fig. 7 from the runs under ``runs_dirs`` and write ``out_base.png``
+    and ``out_base.pdf``.
+
+    Top panel: std of the response of each 3x3 layer (x: layer index, 1-based, network
+    order, stem included); bottom panel: the same stds sorted in descending order (x:
+    rank). Plain nets dashed, ResNets solid, one colour per depth. The subtitle names the
+    schedule, the image set and the data copy of the runs. The files are written
+    atomically and without dates in their metadata, so the same inputs rebuild them
+    byte for byte.
+
+    Args:
+        runs_dirs: run directories or folders of runs (searched recursively).
+        out_base: output path without suffix, e.g. ``figures/figure7``.
+
+    Returns:
+        ``[out_base.png, out_base.pdf]``.
+
+    Raises:
+        UserError: no run with ``responses.json`` (see :func:`collect_responses`), or an
+            unwritable output location.
+    """
+    import io
+
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    rs = collect_responses(runs_dirs)
+    out_base = Path(out_base)
+    others = iter(_OTHER_COLOURS * 8)
+    colours: dict[int, str] = {}
+    with matplotlib.rc_context({"svg.hashsalt": "figure7", "font.size": 9}):
+        fig = Figure(figsize=(6.4, 6.4), layout="constrained")  # Agg canvas, no pyplot state
+        ax1, ax2 = fig.subplots(2, 1)
+        for r in rs:
+            s = spec(r["arch"])
+            if s.depth not in colours:
+                colours[s.depth] = _DEPTH_COLOURS.get(s.depth) or next(others)
+            std = [float(layer["std"]) for layer in r["layers"]]
+            idx = list(range(1, len(std) + 1))
+            style = dict(color=colours[s.depth], linestyle="-" if s.residual else "--", linewidth=1.2,
+                         label=s.paper_name)
+            ax1.plot(idx, std, **style)
+            ax2.plot(idx, sorted(std, reverse=True), **style)
+        ax1.set_xlabel("layer index (original)")
+        ax2.set_xlabel("layer index (sorted by magnitude)")
+        for ax in (ax1, ax2):
+            ax.set_ylabel("std")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(left=0)
+            ax.set_ylim(bottom=0)
+            ax.grid(True, linewidth=0.3, alpha=0.6)
+            ax.legend(fontsize=8, ncol=2)
+        fig.suptitle("Fig. 7: std of the 3x3 layer responses (after BN, before ReLU/addition)\n" + _describe(rs),
+                     fontsize=9)
+        written = []
+        for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "ModDate": None,
+                                                                "Producer": None, "Creator": None})):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=150, metadata=meta)
+            path = out_base.with_name(out_base.name + f".{ext}")
+            try:
+                atomic_write_bytes(path, buf.getvalue())
+            except OSError as exc:
+                raise UserError(f"cannot write {path} ({exc.strerror}); choose a writable output") from None
+            written.append(path)
+    return written

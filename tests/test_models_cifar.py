@@ -91,7 +91,7 @@ def test_seeded_build_is_repeatable():
 
 
 @pytest.mark.parametrize("bad,needle", [
-    ("resnet21", "not 6n+2"), ("resnet2", "not 6n+2"), ("vgg16", "unknown architecture"), ("resnet", "unknown"),
+    ("resnet21", r"not 6n\+2"), ("resnet2", r"not 6n\+2"), ("vgg16", "unknown architecture"), ("resnet", "unknown"),
 ])
 def test_bad_names(bad, needle):
     with pytest.raises(UserError, match=needle):

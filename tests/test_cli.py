@@ -1,0 +1,60 @@
+"""The CLI's contract: bad input gives one line on stderr and exit code 2, never a
+traceback, and never touches existing runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from resnet_repro.cli import main
+
+
+def run_main(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--arch", "resnet21", "--data-dir", "x"], "not 6n+2"),
+    (["train", "--arch", "vgg16", "--data-dir", "x"], "unknown architecture"),
+    (["train", "--arch", "resnet20", "--shortcut", "D", "--data-dir", "x"], "choose one of A, B, C"),
+    (["train", "--arch", "resnet20", "--schedule", "fast", "--data-dir", "x"], "unknown schedule"),
+    (["train", "--arch", "resnet20", "--precision", "fp8", "--data-dir", "x"], "unknown precision"),
+    (["train", "--arch", "resnet20", "--data-dir", "/nonexistent/cifar"], "no CIFAR-10 found at /nonexistent/cifar"),
+    (["train", "--arch", "resnet20", "--data-dir", "x", "--name", "../escape"], "invalid run name"),
+    (["train", "--data-dir", "x"], "missing --arch"),
+    (["table", "9"], "Tables 1 to 8"),
+    (["table", "6", "--format", "docx"], "unknown format"),
+])
+def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(argv, capsys)
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_option_is_exit_2(capsys):
+    code, _, err = run_main(["train", "--no-such-option"], capsys)
+    assert code == 2 and "Traceback" not in err
+
+
+def test_table6_without_runs_shows_the_paper(tmp_path, capsys):
+    code, out, _ = run_main(["table", "6", "--runs", str(tmp_path), "--format", "csv"], capsys)
+    assert code == 0
+    assert "ResNet-110" in out and "6.61 ± 0.16 (n=5)" in out and "6.43" in out
+    row56 = next(line for line in out.splitlines() if line.startswith("ResNet-56,"))
+    assert "6.97" in row56 and "not run" in row56
+
+
+def test_console_script_entry_point():
+    res = subprocess.run([sys.executable, "-m", "resnet_repro", "arch", "resnet20"], capture_output=True, text=True)
+    assert res.returncode == 0
+    assert "269,722" in res.stdout or "269722" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "resnet_repro", "train", "--arch", "resnet7", "--data-dir", "x"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr

@@ -16,6 +16,8 @@ help:
 	@echo "make test        set up, run the fast tests (make test-slow: the slow ones)"
 	@echo "make setup       create $(VENV) and install the package with its dev extras"
 	@echo "make lint        ruff over src/ and tests/"
+	@echo "make table-N     paper Table N (1-8) from the run logs in results/; make figure-N (1, 4, 6, 7); make report"
+	@echo "make reproduce-cifar-quick   run every CIFAR-10 experiment at the quick schedule, then the report (-paper: the paper's)"
 
 setup: $(VENV)/.installed
 
@@ -40,3 +42,21 @@ quickstart: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Experiments, tables, figures and the report, rebuilt from the run logs in $(RESULTS).
+RESULTS ?= results
+JOBS    ?= 2
+TABLES  := $(addprefix table-,1 2 3 4 5 6 7 8)
+FIGURES := $(addprefix figure-,1 4 6 7)
+.PHONY: $(TABLES) $(FIGURES) report reproduce-cifar-quick reproduce-cifar-paper
+$(TABLES): table-%: setup
+	$(BIN)/resnet-repro table $* --runs $(RESULTS)
+$(FIGURES): figure-%: setup
+	$(BIN)/resnet-repro figure $* --runs $(RESULTS) --out $(RESULTS)/figures/figure$*
+report: setup
+	$(BIN)/resnet-repro report --runs $(RESULTS) --out $(RESULTS)/REPORT.md
+reproduce-cifar-quick reproduce-cifar-paper: reproduce-cifar-%: setup
+	$(BIN)/resnet-repro run cifar10-depth --profile $* --jobs $(JOBS) --out $(RESULTS) $(if $(wildcard $(SHARED_CIFAR)),,--data-dir $(DATA) $(DOWNLOAD))
+	$(BIN)/resnet-repro run cifar10-1202 --profile $* --jobs $(JOBS) --out $(RESULTS) $(if $(wildcard $(SHARED_CIFAR)),,--data-dir $(DATA))
+	$(BIN)/resnet-repro run cifar10-shortcuts --profile $* --jobs $(JOBS) --out $(RESULTS) $(if $(wildcard $(SHARED_CIFAR)),,--data-dir $(DATA))
+	$(BIN)/resnet-repro report --runs $(RESULTS) --out $(RESULTS)/REPORT.md

@@ -100,6 +100,7 @@ def train(
     lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size (paper: 128)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Rerun exactly the run described by a config.json (other options except --out/--name/--data-dir/--resume are ignored)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files beside metrics.jsonl (needs pip install -e '.[tensorboard]')."),
 ) -> None:
     """Train one plain or residual net on CIFAR-10 (paper Sec. 4.2) into a run directory.
 
@@ -125,6 +126,8 @@ def train(
             channels_last=channels_last, compile=compile_model, threads=threads, batch_size=batch_size,
             lr=lr, warmup=warmup,
         )
+    if tensorboard:
+        cfg = cfg.model_copy(update={"tensorboard": True})
     run_dir = _safe_run_dir(out, name or cfg.run_name)
     from resnet_repro.report.progress import TrainProgress
 
@@ -147,7 +150,7 @@ def _safe_run_dir(out: Path, name: str) -> Path:
 # ---------------------------------------------------------------------------- table
 @app.command()
 def table(
-    number: int = typer.Argument(..., help="Paper table number, 1 to 8."),
+    number: str = typer.Argument(..., help="Paper table number, 1 to 8, or cifar-shortcuts (options A/B/C on CIFAR-10, not in the paper)."),
     runs_dir: list[Path] = typer.Option(
         [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
     ),
@@ -156,8 +159,9 @@ def table(
 ) -> None:
     """Rebuild paper Table N from logged runs, with the paper's numbers beside ours.
 
-    Table 6 (CIFAR-10) reads runs trained with `resnet-repro train`; cells without runs
-    say which command would fill them.
+    Tables 2-4 read ImageNet runs' evaluations, Table 6 CIFAR-10 runs; Table 1 is
+    measured from the code; Tables 5, 7 and 8 show the paper's values only. Cells
+    without runs say which command would fill them.
     """
     import warnings
 
@@ -170,7 +174,7 @@ def table(
         warnings.simplefilter("always")
         t = get_table(number, runs_dir)
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        err_console.print(f"warning: {w.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     if fmt == "rich":
         from resnet_repro.report.render import print_table
 
@@ -248,6 +252,181 @@ def responses(
             f"({r['images']:,} images, top-1 error {r['error']:.2f}%), std {min(stds):.3f} to {max(stds):.3f}",
             highlight=False, soft_wrap=True,
         )
+
+
+# ---------------------------------------------------------------------------- run
+@app.command()
+def run(
+    experiment: str = typer.Argument(..., help="An experiments/NAME.toml spec (e.g. cifar10-depth) or a path to one."),
+    profile: str = typer.Option("quick", "--profile", "-p", help="paper (the paper's schedule), quick (1/16 of it on CIFAR-10) or smoke (seconds; a subset of the runs)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds replacing the spec's, e.g. 0,1,2."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Runs at once, each in its own process with cores // N threads."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Parent of <dataset>/<run>/ directories (default: results/, what tables and figures read)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", help="Data location (default: $RESNET_REPRO_DATA, else the first of the spec's `data` that exists)."),
+    download: bool = typer.Option(False, "--download", help="CIFAR-10: download the original through torchvision if no copy is found."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Replace the profile's length by N iterations (a custom schedule, kept apart in tables)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per run (default: cores // --jobs)."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32 or bf16 (as for train)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    launcher: str = typer.Option("local", "--launcher", help="local (processes here) or slurm (one submitit job per run; needs the slurm extra)."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition for --launcher slurm."),
+    slurm_time: int = typer.Option(24 * 60, "--slurm-time", help="Time limit per job in minutes for --launcher slurm."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files in each run directory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show the runs and what would be done to each."),
+) -> None:
+    """Run an experiment: expand its spec into runs, skip complete ones, resume
+    interrupted ones, and train the rest, N at once, with one progress view.
+
+    Examples:
+
+      resnet-repro run cifar10-depth --profile smoke
+
+      resnet-repro run cifar10-depth --profile quick --jobs 2 --seeds 0,1,2
+    """
+    from resnet_repro.experiments import (
+        execute_local,
+        execute_submitit,
+        load_spec,
+        make_submitit_executor,
+        plan,
+    )
+    from resnet_repro.report.render import ExperimentProgress, print_plan
+
+    seed_list = None
+    if seeds is not None:
+        try:
+            seed_list = sorted({int(x) for x in seeds.split(",") if x.strip()})
+        except ValueError:
+            fail(f"bad --seeds {seeds!r}; give comma-separated integers such as 0,1,2")
+        if not seed_list or any(x < 0 for x in seed_list):
+            fail(f"bad --seeds {seeds!r}; give comma-separated non-negative integers such as 0,1,2")
+    if launcher not in ("local", "slurm"):
+        fail(f"unknown --launcher {launcher!r}; choose local or slurm")
+    spec = load_spec(experiment)
+    plans = plan(spec, profile, out=out, seeds=seed_list, data_dir=data_dir, iterations=iterations, jobs=jobs,
+                 threads=threads, precision=precision, device=device, tensorboard=tensorboard, download=download)
+    print_plan(console, f"{spec.name} ({profile}): {spec.title}", plans)
+    if dry_run:
+        return
+    if download and spec.dataset == "cifar10" and any(p.todo for p in plans):
+        from resnet_repro.data.cifar import load_cifar10
+
+        load_cifar10(plans[0].config.data_dir, download=True)  # once, before the runs start
+    todo = [p for p in plans if p.todo]
+    if not todo:  # nothing to train: report the skipped and conflicting runs
+        outcomes = execute_local(plans, jobs)
+    else:
+        with ExperimentProgress(console, plans) as prog:
+            if launcher == "slurm":
+                ex = make_submitit_executor(out / ".submitit", todo[0].config.threads or 1, slurm_time,
+                                            slurm_partition, gpus=1 if todo[0].config.device.startswith("cuda") else 0)
+                outcomes = execute_submitit(plans, ex, prog.on_event)
+            else:
+                outcomes = execute_local(plans, jobs, prog.on_event)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    console.print(f"{spec.name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f" (runs in {out})",
+                  highlight=False)
+    for o in outcomes:
+        if o.status == "failed":
+            err_console.print(f"error: {o.label}: {o.message}", style="bold red", markup=False, highlight=False,
+                              soft_wrap=True)
+    if any(o.status in ("interrupted", "cancelled") for o in outcomes):
+        raise typer.Exit(130)
+    if any(o.status in ("failed", "diverged") for o in outcomes):
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- figure
+@app.command()
+def figure(
+    number: int = typer.Argument(..., help="Paper figure: 1, 4, 6 or 7."),
+    runs_dir: list[Path] = typer.Option(
+        [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Base path or folder (default results/figures/figureN); writes .png and .pdf."),
+) -> None:
+    """Rebuild paper Figure N from logged runs as PNG and PDF: 1 (plain-20/56 on
+    CIFAR-10), 4 (ImageNet 18/34), 6 (CIFAR-10 depths), 7 (layer responses)."""
+    import warnings
+
+    from resnet_repro.report.figures import figure as make_figure
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = make_figure(number, runs_dir, out)
+    for w in caught:
+        err_console.print(f"warning: {w.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    for p in paths:
+        console.print(f"wrote {p}", highlight=False)
+
+
+# ---------------------------------------------------------------------------- report
+@app.command()
+def report(
+    runs_dir: list[Path] = typer.Option(
+        [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
+    ),
+    out: Path = typer.Option(Path("results/REPORT.md"), "--out", "-o", help="The Markdown report; figures go to figures/ beside it."),
+) -> None:
+    """Write one Markdown report with every table and figure, the runs behind each and
+    the commands that rerun them."""
+    from resnet_repro.report.report import build_report
+
+    res = build_report(runs_dir, out)
+    for w in res["warnings"]:
+        err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {res['report']} and {len(res['figures'])} figure files", highlight=False)
+
+
+# ---------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    run: Optional[Path] = typer.Option(None, "--run", help="An ImageNet run directory (its checkpoints/final.pt)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights from `resnet-repro import-weights` (or a run's final.pt); needs --arch."),
+    arch_name: Optional[str] = typer.Option(None, "--arch", help="The net of --weights, e.g. resnet50."),
+    protocol: str = typer.Option("10crop", "--protocol", "-p", help="center (Fig. 4 curves), 10crop (Tables 2, 3) or multiscale (Table 4: shorter sides 224..640, scores averaged)."),
+    data_dir: Path = typer.Option(..., "--data-dir", "-d", help="Image-folder ImageNet with val/<wnid>/ (train/ not needed)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default RUN/eval-<protocol>.json, or WEIGHTS.eval-<protocol>.json)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (default 100 center, 16 10-crop, 4 multi-scale)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers (default: the cores / processes, at most 16)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (one GPU per process under torchrun)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (default) or bf16 autocast."),
+    images: Optional[int] = typer.Option(None, "--images", help="Evaluate only N evenly spaced val images (a quick look; recorded)."),
+) -> None:
+    """Top-1 and top-5 error (%) of a trained or imported ImageNet net under one of the
+    paper's testing protocols, written as JSON for the tables (Tables 2-4).
+
+    Examples:
+
+      resnet-repro evaluate --run runs/resnet34-A-paper-s0 --protocol 10crop --data-dir /data/imagenet
+
+      torchrun --nproc_per_node=8 -m resnet_repro evaluate --weights r50.pt --arch resnet50 --protocol multiscale --data-dir /data/imagenet
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from resnet_repro.evaluate import result_line, run_evaluation
+    from resnet_repro.train.distributed import env_rank
+
+    main_rank = env_rank() == 0
+    with Progress(TextColumn(f"[bold]{protocol}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, disable=not main_rank) as prog:
+        task = prog.add_task("eval", total=None)
+        result, path = run_evaluation(
+            protocol, str(data_dir), run_dir=None if run is None else str(run),
+            weights=None if weights is None else str(weights), arch=arch_name,
+            out=None if out_file is None else str(out_file), batch_size=batch_size, workers=workers,
+            device=device, precision=precision, images=images,
+            on_start=lambda n: prog.update(task, total=n), on_batch=lambda k: prog.advance(task, k))
+    if main_rank:
+        console.print(f"{result_line(result)}; wrote {path}", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- entry

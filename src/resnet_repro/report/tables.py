@@ -1,34 +1,79 @@
-"""Tables rebuilt from stored runs, with the paper's numbers beside ours.
+"""The paper's Tables 1 to 8 rebuilt from stored runs, with the paper's numbers beside ours.
 
-Each ``tableN_frame`` returns a pandas DataFrame plus a caption that names the schedule,
-data copy and hardware of our numbers; :func:`render` prints it with rich or writes
-Markdown / CSV / LaTeX.
+Every table keeps the paper's column always. Our cells hold mean ± std over seeds (sample
+std, ddof=1) with n, and the best run; a cell without runs names the command that would
+fill it. The caption names the schedule, data copy and hardware of our numbers.
+
+Which runs make a cell: complete runs of the cell's net (architecture and shortcut
+option) on the cell's data set. Runs of one net trained with different recipes (another
+schedule, another data copy) are never averaged together: the cell uses the group with
+the most iterations and the caption counts the others. A run whose config differs from
+the spec that names it (``experiments/*.toml``) is left out with a warning.
+
+* Table 1 is measured from the code (:mod:`resnet_repro.report.table1`).
+* Tables 2, 3, 4 read ImageNet runs' ``eval-<protocol>.json`` (``top1_error``,
+  ``top5_error``, ``protocol``): 10-crop for Tables 2 and 3, multi-scale for Table 4.
+* Table 6 reads CIFAR-10 runs' final test error (``summary.json``).
+* Tables 5, 7, 8 (ensembles, detection) show the paper's values; ours are not reproduced.
+* ``cifar-shortcuts``: options A/B/C on CIFAR-10 (not in the paper; the CIFAR-10
+  counterpart of Table 3).
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+import re
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from resnet_repro import paper
 from resnet_repro.errors import UserError
-from resnet_repro.models import build, count_params
-from resnet_repro.runs import load_runs
+from resnet_repro.runs import load_runs, read_json
 
 FORMATS = ("rich", "markdown", "csv", "latex")
+TABLE_KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "cifar-shortcuts")
+# Numeric companions of the display columns; present in ``frame`` for tests and CSV users,
+# hidden when rendered.
+DISPLAY_DROP = ("mean", "std", "best", "top5_mean", "top5_std", "top5_best", "runs")
 
 
 @dataclass
 class Table:
-    """A rebuilt table: ``frame`` (one row per paper row), ``title`` and ``caption``."""
+    """A rebuilt table.
+
+    Attributes:
+        number: the paper's table number (0 for tables not in the paper).
+        title: the paper's title (or ours).
+        frame: one row per paper row; display columns are strings, and the numeric
+            ``mean``/``std``/``best`` (and ``top5_*``) columns hold our statistics (NaN
+            where there are no runs); ``n`` counts our runs.
+        caption: schedule, data copy and hardware of our numbers, and the paper's protocol.
+        runs: the run directories behind our numbers.
+        notes: runs left out and why.
+        key: the table key (``"6"``, ``"cifar-shortcuts"``).
+    """
 
     number: int
     title: str
     frame: pd.DataFrame
     caption: str
+    runs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        """``"Table 6"`` or, for tables not in the paper, the title."""
+        return f"Table {self.number}" if self.number else "Table"
+
+    def shown(self) -> pd.DataFrame:
+        """The display columns only."""
+        return self.frame.drop(columns=[c for c in DISPLAY_DROP if c in self.frame.columns])
 
 
 def fmt_err(mean: float | None, std: float | None = None, n: int | None = None) -> str:
@@ -40,122 +85,538 @@ def fmt_err(mean: float | None, std: float | None = None, n: int | None = None) 
     return f"{mean:.2f}"
 
 
+def _num(v: object) -> str:
+    """A paper value: a number with 2 decimals, a string as is, None as ``—``."""
+    if v is None:
+        return "—"
+    if isinstance(v, (int, float)):
+        return f"{v:.2f}"
+    return str(v)
+
+
 def describe_runs(df: pd.DataFrame) -> str:
     """Caption text naming the schedules, data copies and hardware behind ``df``."""
-    if df.empty:
-        return "No runs found: the table shows the paper's values only."
+    if df is None or df.empty:
+        return "Ours: not run yet (no runs found); the table shows the paper's values."
     parts = []
-    scheds = sorted({f"{s} ({int(i):,} iterations)" for s, i in zip(df["schedule"], df["iterations"], strict=True)})
-    parts.append("schedule: " + ", ".join(scheds))
-    kinds = sorted({str(k) for k in df["data_source_kind"].dropna()})
-    if kinds:
-        names = [("original CIFAR-10 batches" if k == "cifar-10-batches-py" else f"re-encoded copy, {k}") for k in kinds]
-        parts.append("data: " + ", ".join(names))
-    hw = sorted({str(h) for h in df["hardware"].dropna()})
-    if hw:
-        parts.append("hardware: " + ", ".join(hw))
-    return "Ours: " + "; ".join(parts) + "."
+    scheds = set()
+    for _, r in df.iterrows():
+        it = r.get("iterations")
+        scheds.add(f"{r.get('schedule')} ({int(it):,} iterations)" if _present(it) else str(r.get("schedule")))
+    parts.append("schedule: " + ", ".join(sorted(scheds)))
+    if "data_source_kind" in df:
+        kinds = sorted({str(k) for k in df["data_source_kind"].dropna()})
+        if kinds:
+            names = [("original CIFAR-10 batches" if k == "cifar-10-batches-py" else f"copy {k}") for k in kinds]
+            parts.append("data: " + ", ".join(names))
+    if "hardware" in df:
+        hw = sorted({str(h) for h in df["hardware"].dropna()})
+        if hw:
+            parts.append("hardware: " + ", ".join(hw))
+    return f"Ours ({len(df)} run{'s' if len(df) != 1 else ''}): " + "; ".join(parts) + "."
 
 
-def _cifar_runs(runs_dir: Path | list[Path]) -> pd.DataFrame:
-    df = load_runs(runs_dir)
+def _present(v: object) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+# ---------------------------------------------------------------------------- run selection
+@dataclass
+class RunSet:
+    """All runs under the table's roots: ``df`` (rows of :func:`resnet_repro.runs.load_runs`)
+    and ``mismatched`` (``{run_dir: why}`` for runs whose config differs from their spec)."""
+
+    df: pd.DataFrame
+    mismatched: dict[str, str]
+
+    @classmethod
+    def load(cls, runs_dir: Path | list[Path]) -> RunSet:
+        from resnet_repro.experiments import spec_mismatches
+
+        df = load_runs(runs_dir)
+        mism = spec_mismatches(df.to_dict("records")) if not df.empty else {}
+        return cls(df, mism)
+
+
+@dataclass
+class Cell:
+    """Our runs behind one table cell: ``runs`` (the chosen recipe group), ``values``
+    (one number per run, same order), and ``others`` (notes on runs not mixed in)."""
+
+    runs: pd.DataFrame
+    values: list[float]
+    others: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(sum(self.values) / self.n) if self.n else math.nan
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (ddof=1); NaN for fewer than 2 runs."""
+        if self.n < 2:
+            return math.nan
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (self.n - 1))
+
+    @property
+    def best(self) -> float:
+        return float(min(self.values)) if self.n else math.nan
+
+    def text(self) -> str:
+        return fmt_err(self.mean, self.std, self.n)
+
+
+def _shortcut_of(v: object) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _group_key(row: dict) -> str:
+    """Everything that makes runs comparable: the recipe without the seed, plus the data."""
+    from resnet_repro.experiments import EXECUTION_FIELDS
+    from resnet_repro.train.config import RunConfig
+
+    keep = {k for k in RunConfig.model_fields if k not in EXECUTION_FIELDS and k != "seed"}
+    rec = {k: _jsonable(row.get(k)) for k in sorted(keep) if k in row}
+    rec["data_checksum"] = _jsonable(row.get("data_checksum"))
+    return json.dumps(rec, sort_keys=True, default=str)
+
+
+def _jsonable(v: object) -> object:
+    from resnet_repro.experiments import _plain
+
+    v = _plain(v)
+    return v
+
+
+def select(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value, notes: list[str]) -> Cell:
+    """The runs of one cell.
+
+    Args:
+        value: ``row -> float | None``: the number a run contributes (None: the run has
+            none, e.g. no 10-crop evaluation; it is then left out and counted).
+        notes: receives one line per run left out because its config differs from its
+            spec.
+    """
+    df = rs.df
     if df.empty:
-        return df
-    df = df[(df["dataset"] == "cifar10") & (df["status"] == "complete")]
-    return df
+        return Cell(df, [], [])
+    # (Series == None) is never True, and Series.map turns None into NaN: compare in Python.
+    scs = df["shortcut"].tolist() if "shortcut" in df else [None] * len(df)
+    same_sc = pd.Series([_shortcut_of(v) == shortcut for v in scs], index=df.index, dtype=bool)
+    m = (df["dataset"] == dataset) & (df["arch"] == arch) & same_sc & (df["status"] == "complete")
+    sub = df[m]
+    n_div = int(((df["dataset"] == dataset) & (df["arch"] == arch) & same_sc & (df["status"] == "diverged")).sum())
+    diverged = [f"{n_div} diverged {arch}{' ' + shortcut if shortcut else ''} run(s), not averaged in"] if n_div else []
+    rows = []
+    for _, r in sub.iterrows():
+        why = rs.mismatched.get(str(r["run_dir"]))
+        if why:
+            notes.append(f"{r['run_dir']}: {why}; not mixed in")
+            continue
+        rows.append(r)
+    if not rows:
+        return Cell(sub.iloc[0:0], [], diverged)
+    groups: dict[str, list] = {}
+    for r in rows:
+        groups.setdefault(_group_key(r.to_dict()), []).append(r)
+
+    def rank(item):
+        key, rs_ = item
+        it = rs_[0].get("iterations")
+        return (float(it) if _present(it) else 0.0, len(rs_), key)
+
+    ordered = sorted(groups.items(), key=rank, reverse=True)
+    chosen = ordered[0][1]
+    others = list(diverged)
+    for _, g in ordered[1:]:
+        others.append(f"{len(g)} run(s) at schedule {g[0].get('schedule')} not mixed in")
+    vals, used = [], []
+    missing = 0
+    for r in sorted(chosen, key=lambda r: (int(_plain_seed(r.get("seed"))), str(r["run_dir"]))):
+        v = value(r)
+        if v is None:
+            missing += 1
+            continue
+        vals.append(float(v))
+        used.append(r)
+    if missing:
+        others.append(f"{missing} run(s) without this evaluation")
+    return Cell(pd.DataFrame(used), vals, others)
+
+
+def _plain_seed(v: object) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _not_run(dataset: str, arch: str, shortcut: str | None) -> str:
+    from resnet_repro.experiments import spec_for
+
+    name = spec_for(dataset, arch, shortcut)
+    if name:
+        return f"not run yet: resnet-repro run {name} --profile quick"
+    return f"not run yet: resnet-repro train --arch {arch}" + (f" --shortcut {shortcut}" if shortcut else "")
+
+
+def _used(cells: list[Cell]) -> pd.DataFrame:
+    frames = [c.runs for c in cells if c.n]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _finish(number: int, key: str, title: str, rows: list[dict], cells: list[Cell], notes: list[str],
+            paper_note: str, extra: str = "") -> Table:
+    used = _used(cells)
+    for n in notes:
+        warnings.warn(n, stacklevel=3)
+    cap = describe_runs(used)
+    others = sorted({o for c in cells for o in c.others})
+    if others:
+        cap += " Also found: " + "; ".join(others) + "."
+    if notes:
+        cap += f" {len(notes)} run(s) left out: their config differs from their spec (see warnings)."
+    if extra:
+        cap += " " + extra
+    cap += " " + paper_note
+    runs = sorted({str(d) for d in used.get("run_dir", [])}) if not used.empty else []
+    return Table(number, title, pd.DataFrame(rows), cap, runs, notes, key)
+
+
+# ---------------------------------------------------------------------------- Table 1
+def table1(runs_dir: Path | list[Path] | None = None) -> Table:
+    """Paper Table 1 (architectures for ImageNet) measured from the code: block shapes per
+    stage, parameters and multiply-adds beside the paper's FLOPs row. Reads no runs."""
+    from resnet_repro.report.table1 import TABLE1_CAPTION
+
+    return Table(1, paper.table(1)["title"] + " (from the code)", _table1_display().copy(), TABLE1_CAPTION, [], [],
+                 "1")
+
+
+@lru_cache(maxsize=1)
+def _table1_display() -> pd.DataFrame:
+    """Table 1's frame with floats as text (measured once per process: it depends on the
+    code only)."""
+    from resnet_repro.report.table1 import table1_frame
+
+    f = table1_frame().drop(columns=["name", "depth"])
+    for c in f.columns:
+        if pd.api.types.is_float_dtype(f[c]):
+            f[c] = f[c].map(lambda v: f"{v:.3f}")
+    return f
+
+
+# ---------------------------------------------------------------------------- ImageNet tables
+_NET = re.compile(r"^(plain|ResNet)-(\d+)(?: ([ABC]))?$")
+
+
+def parse_net(name: str) -> tuple[str, str | None] | None:
+    """``"ResNet-34 B"`` -> ``("resnet34", "B")``; ``"plain-18"`` -> ``("plain18", None)``;
+    ``"ResNet-50"`` -> ``("resnet50", "B")`` (the paper's default option); None for
+    other methods (``"VGG-16"``)."""
+    from resnet_repro.models.registry import resolve_shortcut, spec
+
+    m = _NET.match(name.strip())
+    if not m:
+        return None
+    arch = f"{m.group(1).lower()}{m.group(2)}"
+    return arch, resolve_shortcut(spec(arch), m.group(3))
+
+
+def protocol_name(text: str) -> str:
+    """Normalise an evaluation protocol name: ``10-crop``, ``multi-scale``, ``center`` or
+    the lower-cased text."""
+    s = re.sub(r"[^a-z0-9]", "", str(text).lower())
+    if "10crop" in s or "tencrop" in s:
+        return "10-crop"
+    if "multiscale" in s or "fullyconv" in s or s.startswith("fcn"):
+        return "multi-scale"
+    if "center" in s or "centre" in s or s in ("1crop", "single", "singlecrop"):
+        return "center"
+    return s
+
+
+def read_evals(run_dir: str | Path) -> dict[str, dict]:
+    """``{protocol: {"top1_error": .., "top5_error": .., ...}}`` from a run's
+    ``eval-<protocol>.json`` files (protocol from the file's ``protocol`` key, else its
+    name; see :func:`protocol_name`)."""
+    out = {}
+    for f in sorted(Path(run_dir).glob("eval-*.json")):
+        obj = read_json(f)
+        if obj is None:
+            warnings.warn(f"{f}: unreadable evaluation file skipped", stacklevel=2)
+            continue
+        out[protocol_name(obj.get("protocol") or f.stem.removeprefix("eval-"))] = obj
+    return out
+
+
+def _eval_value(protocol: str, key: str):
+    def get(row) -> float | None:
+        ev = read_evals(row["run_dir"]).get(protocol)
+        v = None if ev is None else ev.get(key)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    return get
+
+
+def _imagenet_rows(rs: RunSet, names: list[str], paper_vals: dict[str, tuple], protocol: str,
+                   notes: list[str], cells: list[Cell], reproducible: set[str]) -> list[dict]:
+    rows = []
+    for name in names:
+        ptop1, ptop5 = paper_vals[name]
+        row = {"net": name, "paper top-1 (%)": _num(ptop1), "paper top-5 (%)": _num(ptop5)}
+        parsed = parse_net(name) if name in reproducible else None
+        if parsed is None:
+            row.update({"our top-1 (%)": "— (not trained here)", "our top-5 (%)": "—", "our best top-1 (%)": "—",
+                        "n": 0, "schedule": ""})
+            row.update({k: math.nan for k in DISPLAY_DROP if k != "runs"})
+            rows.append(row)
+            continue
+        arch, sc = parsed
+        c1 = select(rs, "imagenet", arch, sc, _eval_value(protocol, "top1_error"), notes)
+        c5 = select(rs, "imagenet", arch, sc, _eval_value(protocol, "top5_error"), [])
+        cells.append(c1)
+        if c1.n == 0:
+            trained = len(select(rs, "imagenet", arch, sc, lambda r: 0.0, []).values)
+            miss = (f"trained ({trained}), no {protocol} evaluation yet" if trained
+                    else _not_run("imagenet", arch, sc))
+            row.update({"our top-1 (%)": miss, "our top-5 (%)": "—", "our best top-1 (%)": "—", "n": 0,
+                        "schedule": ""})
+        else:
+            row.update({"our top-1 (%)": c1.text(), "our top-5 (%)": c5.text() if c5.n else "—",
+                        "our best top-1 (%)": f"{c1.best:.2f}", "n": c1.n,
+                        "schedule": ", ".join(sorted(set(map(str, c1.runs["schedule"]))))})
+        row.update({"mean": c1.mean, "std": c1.std, "best": c1.best, "top5_mean": c5.mean, "top5_std": c5.std,
+                    "top5_best": c5.best})
+        rows.append(row)
+    return rows
+
+
+IMAGENET_NOTE = ("Paper: ImageNet 2012 val, 10-crop testing, ~60e4 iterations (Sec. 3.4). Our top-1/top-5 come "
+                 "from each run's eval-<protocol>.json.")
+
+
+def table2(runs_dir: Path | list[Path]) -> Table:
+    """Paper Table 2: top-1 error (%, 10-crop) on ImageNet val of plain-18/34 and
+    ResNet-18/34 (option A), ours beside the paper's."""
+    rs = RunSet.load(runs_dir)
+    t = paper.table(2)
+    names = list(t["rows"])
+    vals = {k: (v, None) for k, v in t["rows"].items()}
+    notes: list[str] = []
+    cells: list[Cell] = []
+    rows = _imagenet_rows(rs, names, vals, "10-crop", notes, cells, set(names))
+    for r in rows:
+        del r["paper top-5 (%)"], r["our top-5 (%)"]
+    return _finish(2, "2", t["title"], rows, cells, notes, IMAGENET_NOTE)
+
+
+def table3(runs_dir: Path | list[Path]) -> Table:
+    """Paper Table 3: top-1 and top-5 error (%, 10-crop) on ImageNet val: other methods
+    (paper only), plain-34, ResNet-34 with options A/B/C, ResNet-50/101/152 (option B)."""
+    rs = RunSet.load(runs_dir)
+    t = paper.table(3)
+    names = [r[0] for r in t["rows"]]
+    vals = {r[0]: (r[1], r[2]) for r in t["rows"]}
+    notes: list[str] = []
+    cells: list[Cell] = []
+    rows = _imagenet_rows(rs, names, vals, "10-crop", notes, cells, set(t["reproducible_rows"]))
+    return _finish(3, "3", t["title"], rows, cells, notes, IMAGENET_NOTE,
+                   "The CIFAR-10 counterpart (options A/B/C at 20-56 layers): `resnet-repro table cifar-shortcuts`.")
+
+
+def table4(runs_dir: Path | list[Path]) -> Table:
+    """Paper Table 4: single-model top-1/top-5 error (%) on ImageNet val with multi-scale
+    fully-convolutional testing (ResNet-34 B/C, 50, 101, 152); other methods paper only."""
+    rs = RunSet.load(runs_dir)
+    t = paper.table(4)
+    names = [r[0] for r in t["rows"]]
+    vals = {r[0]: (r[1], r[2]) for r in t["rows"]}
+    repro = {n for n in names if parse_net(n) is not None}
+    notes: list[str] = []
+    cells: list[Cell] = []
+    rows = _imagenet_rows(rs, names, vals, "multi-scale", notes, cells, repro)
+    scales = ", ".join(map(str, t["test_scales_shorter_side"]))
+    return _finish(4, "4", t["title"], rows, cells, notes,
+                   f"Paper: ImageNet 2012 val, fully-convolutional testing averaged over shorter sides {scales}. "
+                   "Our numbers come from each run's eval-<protocol>.json (multi-scale protocol).")
+
+
+# ---------------------------------------------------------------------------- not reproduced
+def _paper_only(number: int, why: str) -> Table:
+    t = paper.table(number)
+    cols = t.get("columns") or ["top-5 (%)"]
+    rows = []
+    for r in t["rows"]:
+        row = {"method": r[0]}
+        for c, v in zip(cols, r[1:], strict=False):
+            row[f"paper {c}"] = _num(v)
+        row["ours"] = f"not reproduced: {why}"
+        rows.append(row)
+    cap = f"Ours: not reproduced ({why}); the table shows the paper's values."
+    if t.get("note"):
+        cap += f" Paper: {t['note']}."
+    return Table(number, t["title"], pd.DataFrame(rows), cap, [], [], str(number))
+
+
+def table5(runs_dir: Path | list[Path] | None = None) -> Table:
+    """Paper Table 5 (ensembles, ImageNet test top-5 error): paper values only."""
+    return _paper_only(5, "ensembles of ImageNet models and the ImageNet test server are not part of this project")
+
+
+def table7(runs_dir: Path | list[Path] | None = None) -> Table:
+    """Paper Table 7 (PASCAL VOC detection mAP with Faster R-CNN): paper values only."""
+    return _paper_only(7, "object detection (Faster R-CNN) is not implemented")
+
+
+def table8(runs_dir: Path | list[Path] | None = None) -> Table:
+    """Paper Table 8 (COCO detection mAP with Faster R-CNN): paper values only."""
+    return _paper_only(8, "object detection (Faster R-CNN) is not implemented")
+
+
+# ---------------------------------------------------------------------------- CIFAR-10
+@lru_cache(maxsize=None)
+def _cifar_params_m(arch: str, shortcut: str | None) -> float:
+    """Parameters (millions) of a CIFAR-10 net, counted on the meta device."""
+    import torch
+
+    from resnet_repro.models import build, count_params
+
+    with torch.device("meta"):
+        return count_params(build(arch, shortcut)) / 1e6
+
+
+def _test_error(row) -> float | None:
+    v = row.get("final_test_error")
+    return float(v) if _present(v) else None
+
+
+CIFAR_PAPER_NOTE = ("Paper: 64k iterations on the original CIFAR-10, 45k/5k split for tuning, single-view test "
+                    "error (Sec. 4.2; ResNet-110: best of 5 runs and mean ± std).")
 
 
 def table6(runs_dir: Path | list[Path]) -> Table:
     """Paper Table 6: CIFAR-10 test error (%) of ResNet-20..1202 (option A), ours beside
-    the paper's; plain nets of the same depths are added below (the paper shows them
-    only in Fig. 6).
+    the paper's; the paper's other methods (paper values only) above, and the plain nets
+    of the same depths below (the paper shows them only in Fig. 6).
 
-    Our cells: mean ± std over seeds (sample std, ddof=1), n, and the best run. Only
-    complete runs with shortcut A trained with the 45k/5k split or on all 50k count;
-    the schedule of each row is named in the ``schedule`` column.
+    Our cells: mean ± std over seeds (sample std, ddof=1), n, and the best run; the
+    hidden columns ``mean``, ``std``, ``best`` hold the numbers. Only complete runs count,
+    and only runs of one recipe per row (the one with the most iterations).
     """
     ref = paper.cifar_table6()
-    df = _cifar_runs(runs_dir)
+    rs = RunSet.load(runs_dir)
+    notes: list[str] = []
+    cells: list[Cell] = []
     rows = []
+    nan = math.nan
+    for name, layers, params, err in paper.table(6)["rows"]:
+        if name == "ResNet":
+            continue
+        p_err = fmt_err(err["mean"], err["std"], 5) if isinstance(err, dict) else _num(err)
+        rows.append({"net": f"{name}" + (f"-{layers}" if layers else ""), "params (M)": "—",
+                     "paper params (M)": f"{params / 1e6:.2f}" if params else "—", "paper error (%)": p_err,
+                     "paper best (%)": f"{err['best']:.2f}" if isinstance(err, dict) else "—",
+                     "our error (%)": "— (other method)", "our best (%)": "—", "n": 0, "schedule": "",
+                     "mean": nan, "std": nan, "best": nan})
     for residual in (True, False):
         for depth in (20, 32, 44, 56, 110, 1202):
-            name = f"{'resnet' if residual else 'plain'}{depth}"
-            sub = df[(df["arch"] == name) & ((df["shortcut"] == "A") | (not residual))] if not df.empty else df
-            p = ref[depth] if residual else {}
-            n = len(sub)
-            errs = sub["final_test_error"].astype(float) if n else pd.Series(dtype=float)
-            mean = float(errs.mean()) if n else None
-            std = float(errs.std(ddof=1)) if n > 1 else None
-            best = float(errs.min()) if n else None
-            if not residual and n == 0 and depth in (110, 1202):
+            arch = f"{'resnet' if residual else 'plain'}{depth}"
+            sc = "A" if residual else None
+            c = select(rs, "cifar10", arch, sc, _test_error, notes)
+            if not residual and c.n == 0 and depth in (110, 1202):
                 continue
+            cells.append(c)
+            p = ref[depth] if residual else {}
             if residual:
-                p_err = fmt_err(p.get("mean"), p.get("std"), 5) if p.get("mean") else fmt_err(p.get("error"))
+                p_err = fmt_err(p["mean"], p["std"], p.get("runs") or 5) if p.get("mean") else _num(p.get("error"))
                 p_best = f"{p['best']:.2f}" if p.get("best") else "—"
             else:
                 p_err, p_best = "(Fig. 6 only)", "—"
             rows.append({
                 "net": f"{'ResNet' if residual else 'plain'}-{depth}",
-                "params (M)": round(count_params(build(name, "A")) / 1e6, 2),
-                "paper params (M)": round(p["params"] / 1e6, 2) if residual else None,
+                "params (M)": f"{_cifar_params_m(arch, 'A'):.2f}",
+                "paper params (M)": f"{p['params'] / 1e6:.2f}" if residual else "—",
                 "paper error (%)": p_err,
                 "paper best (%)": p_best,
-                "our error (%)": fmt_err(mean, std, n) if n else f"not run: train --arch {name}",
-                "our best (%)": "—" if n == 0 else f"{best:.2f}",
-                "n": n,
-                "schedule": ", ".join(sorted(set(sub["schedule"]))) if n else "",
-                "mean": mean, "std": std, "best": best,
+                "our error (%)": c.text() if c.n else _not_run("cifar10", arch, sc),
+                "our best (%)": f"{c.best:.2f}" if c.n else "—",
+                "n": c.n,
+                "schedule": ", ".join(sorted(set(map(str, c.runs["schedule"])))) if c.n else "",
+                "mean": c.mean, "std": c.std, "best": c.best,
             })
-    frame = pd.DataFrame(rows)
-    cap = describe_runs(df) + " Empty cells: `resnet-repro run cifar10-depth --profile quick` fills them all." + " Paper: 64k iterations on original CIFAR-10 (Table 6; ResNet-110: mean ± std over 5 runs, best)."
-    return Table(6, paper.table(6)["title"], frame, cap)
+    return _finish(6, "6", paper.table(6)["title"], rows, cells, notes, CIFAR_PAPER_NOTE)
 
 
-DISPLAY_DROP = ("mean", "std", "best")
+def table_cifar_shortcuts(runs_dir: Path | list[Path]) -> Table:
+    """CIFAR-10 test error (%) of ResNet-20/32/44/56 with shortcut options A, B, C (Sec.
+    3.3): not in the paper, the CIFAR-10 counterpart of Table 3. The paper column holds
+    Table 6's option-A error."""
+    ref = paper.cifar_table6()
+    rs = RunSet.load(runs_dir)
+    notes: list[str] = []
+    cells: list[Cell] = []
+    rows = []
+    for depth in (20, 32, 44, 56):
+        for sc in ("A", "B", "C"):
+            arch = f"resnet{depth}"
+            c = select(rs, "cifar10", arch, sc, _test_error, notes)
+            cells.append(c)
+            rows.append({
+                "net": f"ResNet-{depth} {sc}",
+                "params (M)": f"{_cifar_params_m(arch, sc):.3f}",
+                "paper error (%)": _num(ref[depth]["error"]) if sc == "A" else "— (not in the paper)",
+                "our error (%)": c.text() if c.n else _not_run("cifar10", arch, sc),
+                "our best (%)": f"{c.best:.2f}" if c.n else "—",
+                "n": c.n,
+                "schedule": ", ".join(sorted(set(map(str, c.runs["schedule"])))) if c.n else "",
+                "mean": c.mean, "std": c.std, "best": c.best,
+            })
+    return _finish(0, "cifar-shortcuts", "CIFAR-10 test error with shortcut options A, B, C (not in the paper)",
+                   rows, cells, notes, "Paper: option A only (Table 6); B and C are the ImageNet ablation of Table 3.")
 
 
-def get_table(n: int, runs_dir: Path | list[Path]) -> Table:
-    """Table ``n`` rebuilt from the runs under ``runs_dir``.
+BUILDERS = {"1": table1, "2": table2, "3": table3, "4": table4, "5": table5, "6": table6, "7": table7,
+            "8": table8, "cifar-shortcuts": table_cifar_shortcuts}
+
+
+def get_table(n: int | str, runs_dir: Path | list[Path]) -> Table:
+    """Table ``n`` (1..8, or ``"cifar-shortcuts"``) rebuilt from the runs under ``runs_dir``.
+
+    Warns (``UserWarning``) once per run left out because its config differs from its
+    spec, and per corrupt ``metrics.jsonl`` line or unreadable config.
 
     Raises:
-        UserError: for a table number the paper does not have or that is not built yet.
+        UserError: for a table the paper does not have.
     """
-    builders = {6: table6}
-    if n not in range(1, 9):
-        raise UserError(f"the paper has Tables 1 to 8, not {n}")
-    if n not in builders:
-        raise UserError(f"table {n} is not implemented yet; available: {', '.join(map(str, sorted(builders)))}")
-    return builders[n](runs_dir)
+    key = str(n).strip().lower().removeprefix("table").strip()
+    if key not in BUILDERS:
+        raise UserError(f"the paper has Tables 1 to 8, not {n!r}; also available: cifar-shortcuts")
+    return BUILDERS[key](runs_dir)
 
 
+# ---------------------------------------------------------------------------- text output
 def to_text(t: Table, fmt: str) -> str:
     """``t`` as Markdown, CSV or LaTeX text (with title and caption where the format
-    allows)."""
-    shown = t.frame.drop(columns=[c for c in DISPLAY_DROP if c in t.frame.columns])
+    allows). Deterministic: the same table gives the same bytes on every machine.
+
+    Raises:
+        UserError: for another format.
+    """
+    shown = t.shown()
+    head = f"{t.label}. {t.title}" if t.number else t.title
     if fmt == "markdown":
-        return f"**Table {t.number}. {t.title}**\n\n{shown.to_markdown(index=False) if _has_tabulate() else _md(shown)}\n\n_{t.caption}_\n"
+        return f"**{head}**\n\n{_md(shown)}\n\n_{t.caption}_\n"
     if fmt == "csv":
-        return shown.to_csv(index=False)
+        return t.frame.drop(columns=[c for c in ("runs",) if c in t.frame.columns]).to_csv(index=False)
     if fmt == "latex":
-        body = shown.to_latex(index=False, escape=True) if _has_jinja() else _latex(shown)
-        return f"% Table {t.number}. {t.title}\n% {t.caption}\n{body}"
+        return f"% {head}\n% {t.caption}\n{_latex(shown)}"
     raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _has_jinja() -> bool:
-    try:
-        import jinja2  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _cell(v) -> str:
@@ -173,13 +634,16 @@ def _md(df: pd.DataFrame) -> str:
 
 def _latex(df: pd.DataFrame) -> str:
     def esc(s: str) -> str:
-        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                     ("±", r"$\pm$")):
-            s = s.replace(a, b)
-        return s
+        out = []
+        for ch in s:
+            out.append({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
+                        "{": r"\{", "}": r"\}", "±": r"$\pm$", "—": "---", "~": r"\textasciitilde{}",
+                        "^": r"\textasciicircum{}"}.get(ch, ch))
+        return "".join(out)
 
     cols = "l" * len(df.columns)
-    lines = [rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(esc(c) for c in df.columns) + r" \\", r"\midrule"]
+    lines = [rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(esc(str(c)) for c in df.columns) + r" \\",
+             r"\midrule"]
     lines += [" & ".join(esc(_cell(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

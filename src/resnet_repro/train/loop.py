@@ -126,6 +126,28 @@ def autocast(cfg: RunConfig):
     return torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16)
 
 
+def tensorboard_writer_class():
+    """``torch.utils.tensorboard.SummaryWriter`` for ``--tensorboard``.
+
+    Raises:
+        UserError: if the ``tensorboard`` package is not installed.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package; install it with "
+                        "pip install -e '.[tensorboard]', or drop --tensorboard") from None
+    return SummaryWriter
+
+
+def tensorboard_log(writer, ev: dict) -> None:
+    """Write the numeric fields of one metrics.jsonl event as TensorBoard scalars
+    ``<event>/<field>`` (e.g. ``eval/test_error``) at step ``iteration``."""
+    for k, v in ev.items():
+        if k not in ("event", "iteration") and isinstance(v, (int, float)) and not isinstance(v, bool):
+            writer.add_scalar(f"{ev['event']}/{k}", v, ev["iteration"])
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, cfg: RunConfig,
              batch: int = 1000) -> float:
@@ -246,6 +268,7 @@ def fit(
 
 def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop_after: int | None,
                 download: bool) -> dict:
+    tb_cls = tensorboard_writer_class() if cfg.tensorboard else None  # fail before any work
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dev = torch.device(cfg.device)
@@ -295,6 +318,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
         runs.write_config(run_dir, cfg.model_dump(), {**provenance(cfg, data.source_kind),
                                                       "split_digest": data.split_digest})
         kind = "start"
+    tb = tb_cls(str(run_dir), purge_step=start or None) if tb_cls is not None else None
     t0 = time.perf_counter()
 
     def wall() -> float:
@@ -302,6 +326,8 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
 
     def log(ev: dict) -> None:
         runs.log_event(run_dir, ev)
+        if tb is not None:
+            tensorboard_log(tb, ev)
         emit(ev)
 
     log({"event": kind, "iteration": start, "wall_s": round(wall(), 3), "precision": cfg.precision,
@@ -419,3 +445,5 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
         raise UserError(msg) from None
     finally:
         stop.restore()
+        if tb is not None:
+            tb.close()

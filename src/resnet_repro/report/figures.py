@@ -1,0 +1,367 @@
+"""The paper's training-curve figures rebuilt from stored runs (matplotlib, Agg; no
+pyplot state): Fig. 1 and Fig. 6 (CIFAR-10), Fig. 4 (ImageNet); Fig. 7 is dispatched to
+:mod:`resnet_repro.report.figure7` where that module exists.
+
+Our curves come from the ``eval`` events of each run's ``metrics.jsonl``:
+``train_error`` (%, the training error of the last logging window, on augmented
+mini-batches), ``test_error`` (CIFAR-10) and ``val_error`` (ImageNet center crop), at
+``iteration``. The x axis counts iterations in units of 1e4, as the paper's does. One run
+draws each net: the lowest seed of the runs a table would use for it (complete runs of
+the recipe with the most iterations). A figure drawn from runs shorter than the paper's
+schedule says so in its title.
+
+Output is deterministic: PNG without the ``Software`` chunk and PDF without creation
+date or producer, so a figure rebuilt from the same runs has the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
+from resnet_repro import paper
+from resnet_repro.errors import UserError
+from resnet_repro.fsio import atomic_write_bytes
+from resnet_repro.report.tables import RunSet, parse_net, select
+from resnet_repro.runs import metrics_frame
+
+FIGURES = (1, 4, 6, 7)
+DEFAULT_OUT_DIR = Path("results/figures")
+PNG_META = {"Software": None}
+PDF_META = {"CreationDate": None, "Producer": None, "Creator": None}
+COLORS = ("#e6a000", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+
+
+@dataclass
+class Curve:
+    """One net's curve: ``frame`` has columns ``iteration`` and the error columns of the
+    run's ``eval`` events (%)."""
+
+    net: str
+    run_dir: str
+    schedule: str
+    iterations: int
+    frame: pd.DataFrame
+
+
+@dataclass
+class Drawn:
+    """A drawn figure: the matplotlib ``figure``, its ``title``, and the run directories
+    behind it."""
+
+    number: int
+    figure: Figure
+    title: str
+    runs: list[str] = field(default_factory=list)
+
+
+def eval_curve(run_dir: str | Path) -> pd.DataFrame:
+    """The ``eval`` events of a run as a frame sorted by iteration (columns
+    ``iteration``, ``train_error``, and ``test_error`` and/or ``val_error`` where
+    logged). A corrupt line of ``metrics.jsonl`` is skipped with a warning naming the file
+    and line."""
+    df = metrics_frame(Path(run_dir), "eval")
+    if df.empty or "iteration" not in df:
+        return pd.DataFrame(columns=["iteration", "train_error", "test_error"])
+    return df.sort_values("iteration").reset_index(drop=True)
+
+
+def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str]) -> Curve | None:
+    """The curve of paper net ``net`` (``"plain-20"``, ``"ResNet-110"``): the lowest-seed
+    run of the runs a table would use; None without runs."""
+    parsed = parse_net(net)
+    if parsed is None:
+        return None
+    cell = select(rs, dataset, parsed[0], parsed[1], lambda r: 0.0, notes)
+    if not cell.n:
+        return None
+    r = cell.runs.iloc[0]
+    return Curve(net, str(r["run_dir"]), str(r.get("schedule")), int(r.get("iterations") or 0),
+                 eval_curve(r["run_dir"]))
+
+
+def _schedule_note(curves: list[Curve], paper_iterations: int) -> str:
+    """`` — ours: quick schedule, 4,000 iterations (paper: 64,000)`` when shorter."""
+    short = sorted({(c.schedule, c.iterations) for c in curves if c.iterations < paper_iterations})
+    if not short:
+        return ""
+    what = ", ".join(f"{s} schedule, {i:,} iterations" for s, i in short)
+    return f"\nours: {what} (paper: {paper_iterations:,})"
+
+
+class CompressedAxis:
+    """The paper's compressed error axis (Fig. 6): the ticks (e.g. 0, 5, 10, 20) sit at
+    equal distances, linear in between and beyond the ends."""
+
+    def __init__(self, ticks: list[float]) -> None:
+        self.t = np.asarray(ticks, dtype=float)
+        self.p = np.arange(len(ticks), dtype=float)
+
+    @staticmethod
+    def _map(y, src: np.ndarray, dst: np.ndarray):
+        y = np.asarray(y, dtype=float)
+        out = np.interp(y, src, dst)
+        lo, hi = y < src[0], y > src[-1]
+        out = np.where(lo, dst[0] + (y - src[0]) * (dst[1] - dst[0]) / (src[1] - src[0]), out)
+        return np.where(hi, dst[-1] + (y - src[-1]) * (dst[-1] - dst[-2]) / (src[-1] - src[-2]), out)
+
+    def forward(self, y):
+        return self._map(y, self.t, self.p)
+
+    def inverse(self, p):
+        return self._map(p, self.p, self.t)
+
+    def apply(self, ax) -> None:
+        ax.set_yscale("function", functions=(self.forward, self.inverse))
+        ax.set_ylim(float(self.t[0]), float(self.t[-1]))
+        ax.set_yticks(list(self.t))
+        ax.set_yticklabels([f"{v:g}" for v in self.t])
+        ax.yaxis.set_minor_locator(NullLocator())
+
+
+def _warn(notes: list[str]) -> None:
+    """Warn once per run left out because its config differs from its spec."""
+    for n in sorted(set(notes)):
+        warnings.warn(n, stacklevel=3)
+
+
+def _finish_axes(ax, top: float) -> None:
+    """Iterations axis from 0 with at most 6 plain ticks; a note where every plotted point
+    lies above the paper's error axis (e.g. runs of a few iterations)."""
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ys = [np.asarray(ln.get_ydata(), dtype=float) for ln in ax.lines]
+    ys = [y for y in ys if y.size]
+    if ys and min(float(np.nanmin(y)) for y in ys) > top:
+        ax.text(0.5, 0.5, f"all curves above {top:g}%\n(off the paper's axis)", transform=ax.transAxes,
+                ha="center", va="center", fontsize=7, color="0.35")
+
+
+def _x(frame: pd.DataFrame) -> np.ndarray:
+    return frame["iteration"].to_numpy(dtype=float) / 1e4
+
+
+def _empty_note(ax, command: str, paper_end: dict | None = None) -> None:
+    text = f"not run yet:\n{command}"
+    if paper_end:
+        text += "\npaper (read off, end): " + ", ".join(f"{k} {v:g}%" for k, v in paper_end.items())
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.35", wrap=True)
+
+
+def _plot_net(ax, curve: Curve, column: str, color: str, style: str, width: float, label: str | None) -> None:
+    f = curve.frame
+    if column not in f or f[column].isna().all():
+        return
+    ok = f[column].notna()
+    ax.plot(_x(f[ok]), f.loc[ok, column].to_numpy(dtype=float), linestyle=style, linewidth=width, color=color,
+            label=label)
+
+
+def _command(dataset_spec: str) -> str:
+    return f"resnet-repro run {dataset_spec} --profile quick"
+
+
+def _cifar_paper_iterations() -> int:
+    return int(paper.recipe("cifar10")["lr"]["stop_iter"])
+
+
+def draw_figure1(runs_dir: Path | list[Path]) -> Drawn:
+    """Paper Fig. 1: training error (left) and test error (right) of plain-20 and plain-56
+    on CIFAR-10 against iterations (1e4); linear error axis 0-20%."""
+    rs = RunSet.load(runs_dir)
+    desc = paper.figure(1)
+    notes: list[str] = []
+    curves = [c for c in (curve_for(rs, "cifar10", n, notes) for n in desc["nets"]) if c is not None]
+    fig = Figure(figsize=(8, 3.2))
+    axes = fig.subplots(1, 2)
+    for ax, (column, ylabel) in zip(axes, (("train_error", "training error (%)"), ("test_error", "test error (%)")),
+                                    strict=True):
+        for i, net in enumerate(desc["nets"]):
+            c = next((c for c in curves if c.net == net), None)
+            if c is not None:
+                _plot_net(ax, c, column, COLORS[i], "-", 1.6, net)
+        ax.set_xlabel("iter. (1e4)")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 20)
+        _finish_axes(ax, 20)
+        ax.grid(True, linewidth=0.3)
+        if curves:
+            ax.legend(fontsize=8)
+        else:
+            ends = desc["read_off_end_values_approx"]
+            key = "train" if column == "train_error" else "test"
+            _empty_note(ax, _command("cifar10-depth"), {n: v[key] for n, v in ends.items()})
+    title = "Figure 1: plain-20 and plain-56 on CIFAR-10" + _schedule_note(curves, _cifar_paper_iterations())
+    _warn(notes)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return Drawn(1, fig, title, sorted(c.run_dir for c in curves))
+
+
+def draw_figure6(runs_dir: Path | list[Path]) -> Drawn:
+    """Paper Fig. 6: CIFAR-10 training (dashed) and test (bold) error of plain nets (left),
+    ResNets 20-110 (middle) and ResNet-110 vs 1202 (right), on the paper's compressed error
+    axis (ticks 0, 5, 10, 20; the right panel adds 1)."""
+    rs = RunSet.load(runs_dir)
+    desc = paper.figure(6)
+    notes: list[str] = []
+    fig = Figure(figsize=(12, 3.4))
+    axes = fig.subplots(1, 3)
+    used: list[Curve] = []
+    specs = {"left": "cifar10-depth", "middle": "cifar10-depth", "right": "cifar10-1202"}
+    for ax, (panel, nets) in zip(axes, desc["panels"].items(), strict=True):
+        got = 0
+        for i, net in enumerate(nets):
+            c = curve_for(rs, "cifar10", net, notes)
+            if c is None:
+                continue
+            got += 1
+            used.append(c)
+            _plot_net(ax, c, "train_error", COLORS[i % len(COLORS)], "--", 0.9, None)
+            _plot_net(ax, c, "test_error", COLORS[i % len(COLORS)], "-", 2.0, net)
+        CompressedAxis([0, 1, 5, 10, 20] if panel == "right" else [0, 5, 10, 20]).apply(ax)
+        _finish_axes(ax, 20)
+        ax.set_xlabel("iter. (1e4)")
+        ax.set_ylabel("error (%)")
+        ax.grid(True, axis="y", linewidth=0.3)
+        if got:
+            ax.legend(fontsize=7, loc="upper right")
+        else:
+            ends = desc["read_off_end_values_approx_test"]
+            _empty_note(ax, _command(specs[panel]), {n: ends[n] for n in nets if n in ends})
+    title = ("Figure 6: CIFAR-10, dashed = training error, bold = test error"
+             + _schedule_note(used, _cifar_paper_iterations()))
+    _warn(notes)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return Drawn(6, fig, title, sorted({c.run_dir for c in used}))
+
+
+def draw_figure4(runs_dir: Path | list[Path]) -> Drawn:
+    """Paper Fig. 4: ImageNet training error (thin) and center-crop validation error
+    (bold) of plain-18/34 (left) and ResNet-18/34 (right) against iterations (1e4);
+    error axis 20-60%."""
+    rs = RunSet.load(runs_dir)
+    desc = paper.figure(4)
+    notes: list[str] = []
+    fig = Figure(figsize=(9, 3.4))
+    axes = fig.subplots(1, 2)
+    used: list[Curve] = []
+    for ax, (_panel, nets) in zip(axes, desc["panels"].items(), strict=True):
+        got = 0
+        for i, net in enumerate(nets):
+            c = curve_for(rs, "imagenet", net, notes)
+            if c is None:
+                continue
+            got += 1
+            used.append(c)
+            _plot_net(ax, c, "train_error", COLORS[i], "-", 0.8, None)
+            _plot_net(ax, c, "val_error", COLORS[i], "-", 2.2, net)
+        ax.set_ylim(20, 60)
+        _finish_axes(ax, 60)
+        ax.set_xlabel("iter. (1e4)")
+        ax.set_ylabel("error (%)")
+        ax.grid(True, linewidth=0.3)
+        if got:
+            ax.legend(fontsize=8)
+        else:
+            ends = desc["read_off_end_values_approx_val_center_crop"]
+            _empty_note(ax, _command("imagenet-plain-vs-residual"), {n: ends[n] for n in nets if n in ends})
+    iters = int(paper.recipe("imagenet")["max_iterations"])
+    title = ("Figure 4: ImageNet, thin = training error, bold = center-crop validation error"
+             + _schedule_note(used, iters))
+    _warn(notes)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return Drawn(4, fig, title, sorted({c.run_dir for c in used}))
+
+
+DRAWERS = {1: draw_figure1, 4: draw_figure4, 6: draw_figure6}
+
+
+def out_base_for(n: int, out: Path | None) -> Path:
+    """``results/figures/figureN`` by default; a given path loses a ``.png``/``.pdf``
+    suffix (both files are written)."""
+    if out is None:
+        return DEFAULT_OUT_DIR / f"figure{n}"
+    out = Path(out)
+    if out.suffix.lower() in (".png", ".pdf"):
+        out = out.with_suffix("")
+    if out.is_dir():
+        return out / f"figure{n}"
+    return out
+
+
+def save(fig: Figure, base: Path, dpi: int = 150) -> list[Path]:
+    """Write ``base.png`` and ``base.pdf`` atomically, without timestamps or version
+    strings, and return their paths.
+
+    Raises:
+        UserError: if the folder is not writable.
+    """
+    paths = []
+    for ext, meta in (("png", PNG_META), ("pdf", PDF_META)):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=dpi, metadata=meta)
+        path = base.with_name(base.name + f".{ext}")
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError as exc:
+            raise UserError(f"cannot write {path} ({exc.strerror}); choose a writable --out") from None
+        paths.append(path)
+    return paths
+
+
+def draw(n: int, runs_dir: Path | list[Path]) -> Drawn:
+    """Draw paper Figure ``n`` (1, 4 or 6) from the runs under ``runs_dir``.
+
+    Raises:
+        UserError: for another figure number (Figure 7: see :func:`figure`).
+    """
+    if n not in DRAWERS:
+        raise UserError(f"figure {n} is not a training-curve figure; reproducible figures are "
+                        f"{', '.join(map(str, FIGURES))}")
+    return DRAWERS[n](runs_dir)
+
+
+def figure(n: int, runs_dir: Path | list[Path], out: Path | None = None) -> list[Path]:
+    """Rebuild paper Figure ``n`` (1, 4, 6 or 7) from stored runs as PNG and PDF.
+
+    Args:
+        out: a base path (``results/figures/figure6`` -> ``.png`` and ``.pdf``) or a folder.
+
+    Returns:
+        The written files.
+
+    Raises:
+        UserError: for a figure the project does not rebuild, a Figure 7 module that is
+            missing, or an unwritable ``out``.
+    """
+    if n == 7:
+        import importlib
+        import importlib.util
+
+        if importlib.util.find_spec("resnet_repro.report.figure7") is None:
+            raise UserError("figure 7 (layer response std) is not available in this version: "
+                            "resnet_repro.report.figure7 is missing")
+        mod = importlib.import_module("resnet_repro.report.figure7")
+        roots = [Path(r) for r in runs_dir] if isinstance(runs_dir, (list, tuple)) else [Path(runs_dir)]
+        return list(mod.figure7(roots, out_base_for(7, out)))
+    if n not in FIGURES:
+        raise UserError(f"the paper's reproducible figures are {', '.join(map(str, FIGURES))}, not {n}")
+    d = draw(n, runs_dir)
+    return save(d.figure, out_base_for(n, out))
+
+
+def yticklabels(fig: Figure) -> list[list[str]]:
+    """The y tick labels of every axes of ``fig``, e.g. for Fig. 6
+    ``[["0", "5", "10", "20"], ["0", "5", "10", "20"], ["0", "1", "5", "10", "20"]]``."""
+    return [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]

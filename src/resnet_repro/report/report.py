@@ -1,0 +1,140 @@
+"""``resnet-repro report``: one Markdown report with every table and figure rebuilt from
+stored runs, the runs behind each, and the commands that rerun them.
+
+The report holds no timestamps: rebuilt from the same runs it has the same bytes, so a
+committed ``results/REPORT.md`` changes only when the runs do.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from resnet_repro import paper
+from resnet_repro.errors import UserError
+from resnet_repro.fsio import atomic_write_text
+from resnet_repro.report import figures as figs
+from resnet_repro.report.tables import TABLE_KEYS, get_table, to_text
+from resnet_repro.runs import load_runs
+
+DEFAULT_OUT = Path("results/REPORT.md")
+
+
+def _rel(path: str | Path, start: Path) -> str:
+    try:
+        return os.path.relpath(Path(path), start)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def _runs_line(runs: list[str], start: Path) -> str:
+    if not runs:
+        return "Runs behind it: none (paper values only)."
+    shown = ", ".join(f"`{_rel(r, start)}`" for r in runs[:12])
+    more = f" and {len(runs) - 12} more" if len(runs) > 12 else ""
+    return f"Runs behind it ({len(runs)}): {shown}{more}."
+
+
+def _experiments_section() -> list[str]:
+    from resnet_repro.experiments import PROFILES, load_all_specs
+
+    lines = ["## How to rerun", "",
+             "Each experiment is a spec in `experiments/`; `resnet-repro run NAME --profile P` trains its runs "
+             "into `results/<dataset>/<run>/` (complete runs are skipped, interrupted ones resumed; "
+             "`--jobs N` runs N at once). Then `resnet-repro report` rebuilds this file.", "",
+             "| experiment | paper | feeds | runs (paper / quick / smoke) | command |", "|---|---|---|---|---|"]
+    try:
+        specs = load_all_specs()
+    except UserError as exc:
+        return lines + [f"| (specs unreadable: {exc}) | | | | |", ""]
+    for s in specs:
+        feeds = ", ".join([f"Table {t}" if t.isdigit() else t for t in s.tables] + [f"Fig. {f}" for f in s.figures])
+        counts = " / ".join(str(len(s.expand(p))) for p in PROFILES)
+        lines.append(f"| {s.name} | {s.paper} | {feeds} | {counts} | `resnet-repro run {s.name} --profile quick` |")
+    lines += ["", "`make reproduce-cifar-quick` runs every CIFAR-10 experiment at the quick schedule and "
+              "rebuilds this report; `make reproduce-cifar-paper` does it at the paper's.", ""]
+    return lines
+
+
+def _runs_index(df: pd.DataFrame, start: Path) -> list[str]:
+    lines = ["## Runs", ""]
+    if df.empty:
+        return lines + ["Not run yet: no run directories found.", ""]
+    lines += ["| run | data set | net | shortcut | seed | schedule | status | final test error (%) | data | hardware |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in df.sort_values("run_dir").iterrows():
+        err = r.get("final_test_error")
+        err_s = f"{float(err):.2f}" if isinstance(err, (int, float)) and err == err else "—"
+        sc = r.get("shortcut") if isinstance(r.get("shortcut"), str) else "—"
+        sched = f"{r.get('schedule')} ({int(r['iterations']):,})" if r.get("iterations") == r.get("iterations") and r.get("iterations") is not None else str(r.get("schedule"))
+        lines.append(f"| `{_rel(r['run_dir'], start)}` | {r.get('dataset')} | {r.get('arch')} | {sc} | {r.get('seed')} | "
+                     f"{sched} | {r.get('status')} | {err_s} | {r.get('data_source_kind') or '—'} | "
+                     f"{r.get('hardware') or '—'} |")
+    return lines + [""]
+
+
+def build_report(runs_dir: Path | list[Path], out: Path = DEFAULT_OUT, figures_dir: Path | None = None) -> dict:
+    """Write the Markdown report to ``out`` and the figures (PNG + PDF) to ``figures_dir``
+    (default ``<out folder>/figures``).
+
+    Returns:
+        ``{"report": Path, "figures": [Path, ...], "warnings": [str, ...]}``.
+
+    Raises:
+        UserError: if ``out`` or the figures folder is not writable.
+    """
+    out = Path(out)
+    start = out.parent
+    fig_dir = Path(figures_dir) if figures_dir is not None else start / "figures"
+    meta = paper.load()["paper"]
+    roots = runs_dir if isinstance(runs_dir, (list, tuple)) else [runs_dir]
+    lines = [f"# Reproduction report: {meta['title']}", "",
+             f"{', '.join(meta['authors'])}, arXiv {meta['arxiv']}. Rebuilt by `resnet-repro report` from the run "
+             f"logs under {', '.join(f'`{r}`' for r in roots)}. Every table shows the paper's values "
+             "beside ours: mean ± std over seeds (sample std) with n, and the best run; a cell without runs names "
+             "the command that fills it. Each caption names the schedule, data copy and hardware of our numbers.",
+             ""]
+    lines += _experiments_section()
+    written: list[Path] = []
+    caught_all: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lines += ["## Tables", ""]
+        for key in TABLE_KEYS:
+            t = get_table(key, runs_dir)
+            head = f"{t.label}. {t.title}" if t.number else t.title
+            lines += [f"### {head}", "", to_text(t, "markdown").split("\n", 2)[2].rstrip(), "",
+                      _runs_line(t.runs, start), ""]
+        lines += ["## Figures", ""]
+        for n in figs.FIGURES:
+            if n == 7:
+                lines += ["### Figure 7", ""]
+                try:
+                    paths = figs.figure(7, runs_dir, fig_dir / "figure7")
+                except UserError as exc:
+                    lines += [f"Not available: {exc}.", ""]
+                    continue
+                written += paths
+                pngs = [p for p in paths if Path(p).suffix == ".png"]
+                lines += [f"![Figure 7]({_rel(p, start)})" for p in pngs]
+                lines += ["", "Files: " + ", ".join(f"`{_rel(p, start)}`" for p in paths), ""]
+                continue
+            d = figs.draw(n, runs_dir)
+            paths = figs.save(d.figure, fig_dir / f"figure{n}")
+            written += paths
+            title = d.title.replace("\n", " — ")
+            lines += [f"### Figure {n}", "", f"![{title}]({_rel(paths[0], start)})", "",
+                      f"{title}. PDF: `{_rel(paths[1], start)}`.", "", _runs_line(d.runs, start), ""]
+        df = load_runs(runs_dir)
+        caught_all = sorted({str(w.message) for w in caught})
+    lines += _runs_index(df, start)
+    if caught_all:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in caught_all] + [""]
+    try:
+        atomic_write_text(out, "\n".join(lines).rstrip() + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write {out} ({exc.strerror}); choose a writable --out") from None
+    return {"report": out, "figures": written, "warnings": caught_all}

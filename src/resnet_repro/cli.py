@@ -7,6 +7,7 @@ exit with code 2; nothing in the library imports this module.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -31,9 +32,18 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def print_error(message: str) -> None:
+    """Print ``error: <message>`` on stderr as one line (the message is shown verbatim:
+    brackets in paths or names are not read as rich markup)."""
+    from rich.markup import escape
+
+    line = " ".join(str(message).split())  # one line, whatever the message holds
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str) -> None:
     """Print a one-line error and exit with code 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(message)
     raise typer.Exit(2)
 
 
@@ -114,6 +124,8 @@ def train(
     from resnet_repro.train.loop import fit
 
     if config is not None:
+        if not config.is_file():
+            fail(f"--config {str(config)!r} is not a file; give a run directory's config.json")
         cfg = load_config(config)
         if data_dir:
             cfg = cfg.model_copy(update={"data_dir": data_dir})
@@ -140,11 +152,25 @@ def train(
         raise typer.Exit(130)
 
 
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}")
+
+
 def _safe_run_dir(out: Path, name: str) -> Path:
-    """``out/name``, refusing names that would escape ``out``."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
-        fail(f"invalid run name {name!r}; use letters, digits, '-', '_' and '.', without '/' or a leading '.'")
-    return out / name
+    """``out/name``, refusing anything that would put the run outside ``out``: names
+    other than letters, digits and ``. _ - + =`` (so no ``/``, ``..``, absolute paths,
+    leading ``.`` or control characters), and an existing ``out/name`` that is a
+    symbolic link pointing outside ``out``."""
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
+        fail(f"invalid run name {name!r}; use up to 200 letters, digits, '-', '_', '.', '+' or '=', "
+             "starting with a letter or digit")
+    run_dir = out / name
+    try:
+        base, target = out.resolve(), run_dir.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        fail(f"cannot resolve {run_dir} ({exc}); choose another --out or --name")
+    if target == base or not target.is_relative_to(base):
+        fail(f"{run_dir} is a symbolic link to {target}, outside --out {out}; remove the link or choose another --name")
+    return run_dir
 
 
 # ---------------------------------------------------------------------------- table
@@ -433,11 +459,29 @@ def evaluate(
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the Typer app and turns :class:`UserError` into a
     one-line message with exit code 2."""
+    from typer import Abort
+
     try:
-        app(args=argv, standalone_mode=True)
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # typer before it vendored click
+        from click.exceptions import ClickException, NoArgsIsHelpError
+    try:
+        rv = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         sys.exit(2)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ClickException as exc:  # bad options: one line naming the problem and where help is
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print_error(exc.format_message() + hint)
+        sys.exit(exc.exit_code)
+    except Abort:
+        print_error("aborted")
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

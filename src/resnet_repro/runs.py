@@ -22,8 +22,11 @@ Iterations are 1-based in the log: ``iteration`` k means k SGD steps have been t
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,49 +34,85 @@ from typing import Any
 import pandas as pd
 
 from resnet_repro.errors import UserError
-from resnet_repro.fsio import append_line, atomic_write_json
+from resnet_repro.fsio import append_line, atomic_write_json, remove_stale_temps
 
 STATUSES = ("complete", "interrupted", "diverged", "running")
 
 
 class RunLock:
-    """An exclusive lock on a run directory: ``.lock`` holding the owner's pid.
+    """An exclusive lock on a run directory: ``.lock``, held with ``flock`` by the
+    training process and holding its pid and start time.
 
-    A lock whose pid no longer runs is stale and taken over.
+    The kernel drops the ``flock`` when its process dies, however it dies (SIGKILL
+    included), so a lock left by a killed run is taken over at once; the pid and start
+    time only name the owner in the refusal message and recognise a reused pid. Where
+    ``flock`` is not available (some network file systems) a lock is held while the
+    process it names is alive. A ``.lock`` written by hand with a bare live pid is
+    respected.
 
     Raises:
-        UserError: on ``acquire`` if another live process holds the run.
+        UserError: on ``acquire`` if another live process holds the run (the message
+            names its pid and command line), or if ``.lock`` cannot be created.
     """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / ".lock"
         self.held = False
+        self._fd: int | None = None
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        for _ in range(10):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise UserError(
-                        f"run {self.path.parent} is in use by process {pid}; wait for it, or stop it first"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale lock
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(str(os.getpid()))
+                fd = os.open(self.path, flags, 0o644)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise UserError(f"{self.path} is a symbolic link; remove it (a run lock is a plain file)") from None
+                raise UserError(f"cannot create {self.path} ({exc.strerror}); choose a writable --out") from None
+            try:
+                got = _try_flock(fd)
+                if got is False:
+                    owner = _read_owner(self.path)
+                    for _ in range(20):  # the holder writes its pid right after locking
+                        if owner is not None:
+                            break
+                        time.sleep(0.01)
+                        owner = _read_owner(self.path)
+                    raise UserError(_in_use(self.path.parent, owner))
+                if got and not _same_file(fd, self.path):
+                    os.close(fd)  # the lock file was replaced between open and flock: retry
+                    continue
+                owner = _parse_owner(_read_fd(fd))
+                if owner is not None and owner[0] != os.getpid() and _owner_alive(owner, bare_pid_alive=True,
+                                                                              flock_held=bool(got)):
+                    raise UserError(_in_use(self.path.parent, owner))
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, f"{os.getpid()} {_start_time(os.getpid()) or 0}\n".encode())
+                os.fsync(fd)
+            except BaseException:
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                raise
+            self._fd = fd
             self.held = True
             return self
         raise UserError(f"cannot lock run {self.path.parent}; remove {self.path} if no process uses it")
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
+        if not self.held:
+            return
+        try:
+            if self._fd is not None and _same_file(self._fd, self.path):
+                self.path.unlink(missing_ok=True)  # unlink while still holding the flock
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = None
             self.held = False
 
     def __enter__(self) -> RunLock:
@@ -83,6 +122,97 @@ class RunLock:
         self.release()
 
 
+def _try_flock(fd: int) -> bool | None:
+    """True: locked; False: another process holds it; None: no flock here."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        return None
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _read_fd(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 256)
+
+
+def _read_owner(path: Path) -> tuple[int, int | None] | None:
+    try:
+        with open(path, "rb") as fh:
+            return _parse_owner(fh.read(256))
+    except OSError:
+        return None
+
+
+def _parse_owner(raw: bytes) -> tuple[int, int | None] | None:
+    """``(pid, start_time or None)`` from a lock file's bytes; None if unreadable."""
+    parts = raw.decode("ascii", "replace").split()
+    try:
+        pid = int(parts[0])
+        start = int(parts[1]) if len(parts) > 1 else None
+    except (IndexError, ValueError):
+        return None
+    return (pid, start or None) if pid > 0 else None
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(stat.rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    text = "".join(c if c.isprintable() else " " for c in raw.replace(b"\0", b" ").decode("utf-8", "replace"))
+    text = " ".join(text.split())
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _owner_alive(owner: tuple[int, int | None], bare_pid_alive: bool, flock_held: bool) -> bool:
+    """Whether the process a lock file names still runs (and owns the lock)."""
+    pid, start = owner
+    if not _pid_alive(pid):
+        return False
+    if start is None:
+        return bare_pid_alive  # a bare pid (hand-written or an older version): trust it
+    if flock_held:
+        return False  # our format and we hold the flock: its writer is gone (or the pid was reused)
+    now = _start_time(pid)
+    return now is None or now == start
+
+
+def _in_use(run_dir: Path, owner: tuple[int, int | None] | None) -> str:
+    if owner is None:
+        return f"run {run_dir} is in use by another process; wait for it to finish or stop it first"
+    pid = owner[0]
+    cmd = _cmdline(pid)
+    what = f"process {pid}" + (f" ({cmd})" if cmd else "")
+    hint = f"wait for it to finish, or stop it first (kill {pid})"
+    if owner[1] is None:
+        hint += f"; if that process is not training this run, delete {run_dir / '.lock'}"
+    return f"run {run_dir} is in use by {what}; {hint}"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -90,7 +220,40 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except (OverflowError, OSError):
+        return False
     return True
+
+
+def run_in_progress(run_dir: Path) -> bool:
+    """True if a live process holds the run's lock (read from ``.lock`` without locking
+    it, so readers never block a trainer)."""
+    owner = _read_owner(Path(run_dir) / ".lock")
+    return owner is not None and _owner_alive(owner, bare_pid_alive=True, flock_held=False)
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "responses.json", "checkpoints", ".lock")
+
+
+def prepare_run_dir(run_dir: Path) -> list[Path]:
+    """Check a locked run directory before training writes into it, and remove the
+    temporary files of writes that were killed; returns the removed paths.
+
+    Raises:
+        UserError: if one of the run's files or ``checkpoints/`` is a symbolic link
+            (writes would land outside the run directory) or not of its kind.
+    """
+    run_dir = Path(run_dir)
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_symlink():
+            raise UserError(f"{p} is a symbolic link; a run directory holds only its own files: remove it, "
+                            "or choose another --out or --name")
+        if p.exists() and (p.is_dir() != (name == "checkpoints")):
+            kind = "a directory" if p.is_dir() else "a file"
+            raise UserError(f"{p} is {kind}, which a run directory never holds there; remove it, "
+                            "or choose another --out or --name")
+    return remove_stale_temps(run_dir) + remove_stale_temps(run_dir / "checkpoints")
 
 
 def write_config(run_dir: Path, config: dict, provenance: dict) -> None:
@@ -103,6 +266,25 @@ def write_summary(run_dir: Path, summary: dict) -> None:
     atomic_write_json(Path(run_dir) / "summary.json", summary)
 
 
+def summary_problem(summary: dict, iterations: int | None = None) -> str | None:
+    """What is wrong with a ``summary.json`` object, or None: an unknown status, counts
+    that are not integers, errors and times that are not finite numbers, or (with
+    ``iterations``) a ``complete`` run that did not do them all."""
+    if summary.get("status") not in STATUSES:
+        return f"status {summary.get('status')!r}"
+    done = summary.get("iterations_done")
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+        return f"iterations_done {done!r}"
+    if iterations is not None and summary["status"] == "complete" and done != iterations:
+        return f"complete after {done} of {iterations} iterations"
+    for k in ("final_train_error", "final_val_error", "final_test_error", "images_per_s"):
+        if summary.get(k) is not None and _number(summary[k]) is None:
+            return f"{k} {summary[k]!r:.40}"
+    if _number(summary.get("wall_s")) is None:
+        return f"wall_s {summary.get('wall_s')!r:.40}"
+    return None
+
+
 def log_event(run_dir: Path, event: dict) -> None:
     """Append one event to ``metrics.jsonl`` (fsynced)."""
     append_line(Path(run_dir) / "metrics.jsonl", json.dumps(event, sort_keys=True))
@@ -111,8 +293,8 @@ def log_event(run_dir: Path, event: dict) -> None:
 def read_json(path: Path) -> dict | None:
     """A JSON object from ``path``, or None if missing or unreadable."""
     try:
-        obj = json.loads(Path(path).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+        obj = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -133,7 +315,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
             ev = json.loads(line)
             if not isinstance(ev, dict):
                 raise ValueError
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             warnings.warn(f"{path}:{i}: skipped a corrupt or truncated line", stacklevel=2)
             continue
         out.append(ev)
@@ -158,32 +340,87 @@ def find_runs(roots: list[Path] | Path) -> list[Path]:
     return sorted(found)
 
 
+# Config fields the reports read, with the types they must have (``None`` allowed where
+# listed); a config.json whose fields have other types is skipped, not half-read.
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "arch": (str,), "schedule": (str,), "iterations": (int,), "dataset": (str,), "seed": (int,),
+    "shortcut": (str, type(None)), "train_on": (str,), "batch_size": (int,), "precision": (str,),
+    "device": (str,), "lr": (int, float), "data_checksum": (str, type(None)), "stride_on": (str, type(None)),
+}
+_CONFIG_REQUIRED = ("arch", "schedule", "iterations")
+_SUMMARY_NUMBERS = ("final_train_error", "final_val_error", "final_test_error", "wall_s", "images_per_s",
+                    "iterations_done")
+RUN_COLUMNS = ("arch", "shortcut", "dataset", "schedule", "iterations", "seed", "hardware", "data_source_kind",
+               "status", *_SUMMARY_NUMBERS, "run_dir")
+
+
+def _config_problem(cfg: dict) -> str | None:
+    for k in _CONFIG_REQUIRED:
+        if k not in cfg:
+            return f"no {k!r}"
+    for k, types in _CONFIG_TYPES.items():
+        v = cfg.get(k)
+        if k in cfg and (not isinstance(v, types) or (isinstance(v, bool) and bool not in types)):
+            return f"{k!r} is {type(v).__name__}"
+    return None
+
+
+def _number(v: Any) -> float | int | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return v if math.isfinite(v) else None
+
+
 def load_runs(roots: list[Path] | Path) -> pd.DataFrame:
     """One row per run under ``roots``: the config fields, provenance (``hardware``,
     ``data_source_kind``), and the summary (``status``, ``final_train_error``,
-    ``final_val_error``, ``final_test_error``, ``wall_s``, ``images_per_s``).
+    ``final_val_error``, ``final_test_error``, ``wall_s``, ``images_per_s``,
+    ``iterations_done``). The frame always has the columns of :data:`RUN_COLUMNS`.
 
-    Runs whose config.json is unreadable are skipped with a warning.
+    Runs whose config.json is unreadable or not a run config are skipped with a
+    warning. A summary field that is not a finite number reads as missing (with a
+    warning); a status other than those of :data:`STATUSES` reads ``unknown``; a
+    ``running`` run whose process is gone (killed) reads ``interrupted``.
     """
     rows: list[dict[str, Any]] = []
     for d in find_runs(roots):
         cfg = read_json(d / "config.json")
-        if not cfg or not isinstance(cfg.get("config"), dict):
-            warnings.warn(f"{d}/config.json unreadable; run skipped", stacklevel=2)
+        problem = "unreadable" if not cfg else None
+        if problem is None and not isinstance(cfg.get("config"), dict):
+            problem = "has no 'config' object"
+        if problem is None:
+            problem = _config_problem(cfg["config"])
+        if problem:
+            warnings.warn(f"{d}/config.json is not a run config ({problem}); run skipped", stacklevel=2)
             continue
         row = dict(cfg["config"])
-        prov = cfg.get("provenance") or {}
-        hw = prov.get("hardware") or {}
-        row["hardware"] = hw.get("gpu") or hw.get("cpu")
-        row["data_source_kind"] = prov.get("data_source_kind")
+        prov = cfg.get("provenance") if isinstance(cfg.get("provenance"), dict) else {}
+        hw = prov.get("hardware") if isinstance(prov.get("hardware"), dict) else {}
+        hw_name = hw.get("gpu") or hw.get("cpu")
+        row["hardware"] = hw_name if isinstance(hw_name, str) else None
+        kind = prov.get("data_source_kind")
+        row["data_source_kind"] = kind if isinstance(kind, str) else None
         summ = read_json(d / "summary.json") or {}
-        row["status"] = summ.get("status", "unknown")
-        for k in ("final_train_error", "final_val_error", "final_test_error", "wall_s", "images_per_s",
-                  "iterations_done"):
-            row[k] = summ.get(k)
+        status = summ.get("status", "unknown")
+        if status not in STATUSES:
+            status = "unknown"
+        if status == "running" and not run_in_progress(d):
+            status = "interrupted"
+        row["status"] = status
+        for k in _SUMMARY_NUMBERS:
+            v = _number(summ.get(k))
+            if v is None and summ.get(k) is not None:
+                warnings.warn(f"{d}/summary.json: {k} is not a number ({summ.get(k)!r:.40}); ignored", stacklevel=2)
+            row[k] = v
         row["run_dir"] = str(d)
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for c in RUN_COLUMNS:
+        if c not in df.columns:
+            df[c] = pd.Series(dtype=object)
+    if "dataset" in df.columns:
+        df["dataset"] = df["dataset"].fillna("cifar10") if len(df) else df["dataset"]
+    return df
 
 
 def metrics_frame(run_dir: Path, event: str | None = None) -> pd.DataFrame:

@@ -196,6 +196,9 @@ def _check_existing(run_dir: Path, cfg: RunConfig, resume: bool) -> dict | None:
     if old is None:
         if (run_dir / "config.json").exists():
             raise UserError(f"{run_dir}/config.json is unreadable; choose another --out or --name, or delete that run")
+        if checkpoint.has_checkpoints(run_dir / "checkpoints"):
+            raise UserError(f"{run_dir} has checkpoints but no config.json; restore config.json, or delete "
+                            f"{run_dir / 'checkpoints'} to start over")
         return None
     try:
         old_cfg = RunConfig.model_validate(old.get("config"))
@@ -208,7 +211,7 @@ def _check_existing(run_dir: Path, cfg: RunConfig, resume: bool) -> dict | None:
         shown = ", ".join(f"{k}: {a[k]!r} there vs {b.get(k)!r} now" for k in diff[:4])
         raise UserError(f"{run_dir} holds a different config ({shown}); choose another --out or --name")
     summary = runs.read_json(run_dir / "summary.json") or {}
-    if summary.get("status") == "complete":
+    if summary.get("status") == "complete" and runs.summary_problem(summary, cfg.iterations) is None:
         if resume:
             return summary
         raise UserError(f"{run_dir} is already complete; pass --resume to accept it as is, or choose another --name")
@@ -259,11 +262,17 @@ def fit(
     except OSError as exc:
         raise UserError(f"cannot write to {run_dir} ({exc.strerror}); choose a writable --out") from None
     with runs.RunLock(run_dir):
+        runs.prepare_run_dir(run_dir)  # refuses symlinked run files, removes temp files of killed writes
         done = _check_existing(run_dir, cfg, resume)
         if done is not None:
             emit({"event": "already_complete", "iteration": done.get("iterations_done", cfg.iterations)})
             return done
-        return _fit_locked(cfg, run_dir, resume, emit, stop_after, download)
+        try:
+            return _fit_locked(cfg, run_dir, resume, emit, stop_after, download)
+        except OSError as exc:  # before the training loop (which handles its own): disk full, permissions
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise UserError(f"a file operation failed before training started{where}: {exc.strerror or exc}; "
+                            "free space or fix permissions, then run again with --resume") from None
 
 
 def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop_after: int | None,
@@ -302,15 +311,22 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
     win = [0.0, 0.0, 0]  # loss sum, wrong count, images in the current logging window
     last_eval: dict = {}
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        checkpoint.check_compatible(state, cfg.arch, cfg.shortcut, 10, ckpt_dir)
+        if state["iteration"] >= cfg.iterations:
+            raise UserError(f"the checkpoint in {ckpt_dir} is at iteration {state['iteration']}, past this run's "
+                            f"{cfg.iterations}; it belongs to another run: start without --resume in a new directory")
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"the checkpoint in {ckpt_dir} does not fit {cfg.arch} (shortcut {cfg.shortcut or '-'}): "
+                            f"{first}; start the run again without --resume in a new directory") from None
         start, wall_prev, train_s = int(state["iteration"]), float(state["wall_s"]), float(state["train_s"])
         warmup_active = bool(state["warmup_active"])
         win = [float(state["window"][0]), float(state["window"][1]), int(state["window"][2])]
         last_eval = dict(state.get("last_eval") or {})
-        keep = int(state["metrics_bytes"])
-        raw = metrics_path.read_bytes() if metrics_path.exists() else b""
-        atomic_write_bytes(metrics_path, raw[:keep])
+        atomic_write_bytes(metrics_path, checkpoint.log_prefix(metrics_path, state))  # checked against its digest
         kind = "resume"
     else:
         if metrics_path.exists():
@@ -355,7 +371,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
         checkpoint.save(ckpt_dir, f"iter-{it:07d}.pt", {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it,
             "warmup_active": warmup_active, "window": list(window), "wall_s": wall(), "train_s": train_s,
-            "metrics_bytes": metrics_path.stat().st_size, "last_eval": last_eval,
+            **checkpoint.log_position(metrics_path), "last_eval": last_eval,
             "arch": cfg.arch, "shortcut": cfg.shortcut, "num_classes": 10,
         })
 

@@ -260,3 +260,29 @@ def test_parse_spec_from_text():
     s = parse_spec(GOOD, "inline")
     assert s.run_keys() == {("plain8", None), ("resnet8", "A")}
 
+
+
+def test_recipe_diff_compares_as_stored_json():
+    from resnet_repro.experiments import recipe_diff
+
+    assert recipe_diff({"scale": [73, 137], "threads": 4}, {"scale": (73, 137), "threads": 1}) == []
+    assert recipe_diff({"lr": 0.05}, {"lr": 0.1}) == ["lr: 0.05 there vs 0.1 in the spec"]
+
+
+def test_progress_view_takes_imagenet_and_cifar_events(tiny_spec, tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from resnet_repro.report.render import ExperimentProgress
+
+    plans = plan(tiny_spec, "smoke", out=tmp_path, iterations=4, precision="fp32", device="cpu", threads=1)
+    console = Console(file=StringIO(), width=120)
+    with ExperimentProgress(console, plans) as prog:
+        label = plans[0].label
+        prog.on_event(label, {"event": "start", "iteration": 0, "threads": 1, "precision": "fp32"})
+        prog.on_event(label, {"event": "eval", "iteration": 2, "train_error": 50.0, "val_error": 40.0})
+        prog.on_event(label, {"event": "eval", "iteration": 4, "train_error": 30.0, "test_error": 20.0})
+        prog.on_event(label, {"event": "finished", "status": "complete"})
+        assert prog.done_its == {label: 0}
+    assert f"{label}: complete" in console.file.getvalue()

@@ -36,6 +36,7 @@ Spec format (see ``experiments/cifar10-depth.toml``)::
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import signal
 import time
@@ -396,8 +397,9 @@ def recipe(config: dict) -> dict:
 
 
 def recipe_diff(stored: dict, expected: dict) -> list[str]:
-    """``["lr: 0.05 there vs 0.1 in the spec", ...]`` for every recipe field that differs."""
-    a, b = recipe(stored), recipe(expected)
+    """``["lr: 0.05 there vs 0.1 in the spec", ...]`` for every recipe field that differs
+    (compared as JSON: a tuple equals the list it is stored as)."""
+    a, b = (json.loads(json.dumps(recipe(d), default=str)) for d in (stored, expected))
     keys = sorted(set(a) | set(b))
     return [f"{k}: {a.get(k)!r} there vs {b.get(k)!r} in the spec" for k in keys if a.get(k) != b.get(k)]
 
@@ -555,6 +557,10 @@ def _train_one(config: dict, run_dir: str, on_event: Callable[[dict], None] | No
 
     cfg = RunConfig.model_validate(config)
     try:
+        if cfg.dataset == "imagenet":  # paper Sec. 3.4: the ImageNet training path
+            from resnet_repro.train.imagenet_loop import fit_imagenet
+
+            return fit_imagenet(cfg, run_dir, resume=True, on_event=on_event)
         return fit(cfg, run_dir, resume=True, on_event=on_event)
     except UserError as exc:
         return {"status": "failed", "message": str(exc)}

@@ -102,9 +102,14 @@ class ExperimentProgress:
                 self.progress.update(task, info=f"{ev.get('threads')} threads, {ev.get('precision')}")
         elif kind == "train":
             self._advance(label, int(ev["iteration"]))
-            self.progress.update(task, info=f"train err {ev['train_error']:.1f}%  {ev.get('images_per_s') or 0:.0f} img/s")
+            err = ev.get("train_error")
+            err_s = f"train err {err:.1f}%  " if isinstance(err, (int, float)) else ""
+            self.progress.update(task, info=f"{err_s}{ev.get('images_per_s') or 0:.0f} img/s")
         elif kind == "eval":
-            self.progress.update(task, info=f"train err {ev['train_error']:.1f}%  test err {ev['test_error']:.2f}%")
+            parts = [f"{name} err {ev[key]:.2f}%" for key, name in
+                     (("train_error", "train"), ("val_error", "val"), ("test_error", "test"))
+                     if isinstance(ev.get(key), (int, float))]
+            self.progress.update(task, info="  ".join(parts))
         elif kind == "finished":
             status = ev.get("status")
             msg = f" — {ev['message']}" if ev.get("message") else ""

@@ -26,7 +26,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -107,7 +107,7 @@ def describe_runs(df: pd.DataFrame) -> str:
     if "data_source_kind" in df:
         kinds = sorted({str(k) for k in df["data_source_kind"].dropna()})
         if kinds:
-            names = [("original CIFAR-10 batches" if k == "cifar-10-batches-py" else f"copy {k}") for k in kinds]
+            names = [("original CIFAR-10 batches" if k == "cifar-10-batches-py" else k) for k in kinds]
             parts.append("data: " + ", ".join(names))
     if "hardware" in df:
         hw = sorted({str(h) for h in df["hardware"].dropna()})
@@ -480,7 +480,7 @@ def table8(runs_dir: Path | list[Path] | None = None) -> Table:
 
 
 # ---------------------------------------------------------------------------- CIFAR-10
-@lru_cache(maxsize=None)
+@cache
 def _cifar_params_m(arch: str, shortcut: str | None) -> float:
     """Parameters (millions) of a CIFAR-10 net, counted on the meta device."""
     import torch

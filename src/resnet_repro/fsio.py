@@ -24,6 +24,15 @@ KILL_ENV = "RESNET_REPRO_TEST_KILL_AT"
 _kill_counts: dict[str, int] = {}
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -65,6 +74,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
             fh.flush()

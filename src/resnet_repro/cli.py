@@ -84,10 +84,13 @@ def train(
         None, "--shortcut", "-s",
         help="Shortcut option: A (identity + zero padding, paper default), B (projection where the shape changes), C (projection everywhere). Ignored for plain nets.",
     ),
-    schedule: str = typer.Option(
-        "quick", "--schedule",
-        help="paper (64k iterations, drops at 32k/48k), quick (4k, drops at 2k/3k: 1/16 of the paper's), smoke (30; tests).",
+    schedule: Optional[str] = typer.Option(
+        None, "--schedule",
+        help="CIFAR-10 (default quick): paper (64k iterations, drops at 32k/48k), quick (4k, drops at 2k/3k: 1/16 of the paper's), smoke (30; tests). ImageNet (default paper): paper (lr /10 on val plateaus, up to 600k), fixed (drops at 150k/300k), smoke (8 iterations, 64-px crops; tests).",
     ),
+    dataset: str = typer.Option("cifar10", "--dataset", help="cifar10 (Sec. 4.2) or imagenet (Sec. 3.4: image folders train/<wnid>/, val/<wnid>/ in --data-dir; multi-GPU with torchrun)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="ImageNet: DataLoader worker processes per training process (default: the node's cores / processes, at most 16)."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="ImageNet under torchrun: batch normalisation over the global batch (default: per process, as with the paper's 8 GPUs)."),
     iterations: Optional[int] = typer.Option(
         None, "--iterations", help="Scale the paper's schedule shape to N iterations (overrides --schedule)."
     ),
@@ -108,7 +111,7 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for this run (default: all cores; 1 per run when running several side by side)."),
     warmup: str = typer.Option("auto", "--warmup", help="lr 0.01 until training error < 80%: auto (110 layers and deeper, as in the paper), on, off."),
     lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1)."),
-    batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size (paper: 128)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Mini-batch size, global over all processes (paper: 128 for CIFAR-10, 256 for ImageNet)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Rerun exactly the run described by a config.json (other options except --out/--name/--data-dir/--resume are ignored)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files beside metrics.jsonl (needs pip install -e '.[tensorboard]')."),
 ) -> None:
@@ -136,16 +139,50 @@ def train(
             arch_name, data_dir or _default_data_dir(), shortcut=shortcut, schedule=schedule,
             iterations=iterations, seed=seed, train_on=train_on, precision=precision, device=device,
             channels_last=channels_last, compile=compile_model, threads=threads, batch_size=batch_size,
-            lr=lr, warmup=warmup,
+            lr=lr, warmup=warmup, dataset=dataset, workers=workers, sync_bn=sync_bn,
         )
     if tensorboard:
         cfg = cfg.model_copy(update={"tensorboard": True})
     run_dir = _safe_run_dir(out, name or cfg.run_name)
     from resnet_repro.report.progress import TrainProgress
 
+    if cfg.dataset == "imagenet":  # also the path for torchrun (DDP)
+        _train_imagenet(cfg, run_dir, resume)
+        return
+    from resnet_repro.train.distributed import env_world_size
+
+    if env_world_size() > 1:
+        fail("multi-process training (torchrun) is implemented for --dataset imagenet; train CIFAR-10 in one process")
     with TrainProgress(console, cfg, run_dir) as prog:
         summary = fit(cfg, run_dir, resume=resume, on_event=prog.on_event, download=download)
     prog.print_summary(summary)
+    if summary["status"] == "diverged":
+        raise typer.Exit(1)
+    if summary["status"] == "interrupted":
+        raise typer.Exit(130)
+
+
+def _train_imagenet(cfg, run_dir: Path, resume: bool) -> None:
+    """ImageNet training (one process, or one of torchrun's): progress on rank 0 only."""
+    from resnet_repro.report.progress import TrainProgress
+    from resnet_repro.train.distributed import env_rank
+    from resnet_repro.train.imagenet_loop import describe_event, fit_imagenet
+
+    if cfg.tensorboard:
+        fail("--tensorboard is implemented for CIFAR-10 training; drop it for --dataset imagenet")
+    if env_rank() != 0:
+        summary = fit_imagenet(cfg, run_dir, resume=resume)
+    else:
+        with TrainProgress(console, cfg, run_dir) as prog:
+            def on_event(ev: dict) -> None:
+                line = describe_event(ev)
+                if line is not None:
+                    console.print(line, highlight=False)
+                else:
+                    prog.on_event(ev)
+
+            summary = fit_imagenet(cfg, run_dir, resume=resume, on_event=on_event)
+        prog.print_summary(summary)
     if summary["status"] == "diverged":
         raise typer.Exit(1)
     if summary["status"] == "interrupted":

@@ -19,10 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from resnet_repro import __version__
 from resnet_repro.errors import UserError
 from resnet_repro.models.registry import resolve_shortcut, spec
+from resnet_repro.train.imagenet_schedule import ImageNetSettings
 from resnet_repro.train.schedule import get_schedule
 
 # Fields that may change between a run and its resume without changing its results.
 RESUME_MUTABLE = frozenset({"data_dir", "threads", "tensorboard"})
+# DataLoader workers (ImageNet): each image's augmentation is seeded by itself, so speed only.
+RESUME_MUTABLE = RESUME_MUTABLE | {"workers"}
 
 
 class RunConfig(BaseModel):
@@ -64,6 +67,9 @@ class RunConfig(BaseModel):
     threads: int | None = None
     device: str = "cpu"
     tensorboard: bool = False
+    # ImageNet runs (paper Sec. 3.4): sizes, lr rule, augmentation, SyncBN; None for CIFAR-10.
+    imagenet: ImageNetSettings | None = None
+    workers: int | None = None
 
     @property
     def run_name(self) -> str:
@@ -132,7 +138,7 @@ def make_config(
     arch: str,
     data_dir: str,
     shortcut: str | None = None,
-    schedule: str = "quick",
+    schedule: str | None = "quick",
     iterations: int | None = None,
     seed: int = 0,
     train_on: str = "split",
@@ -142,10 +148,13 @@ def make_config(
     compile: bool = False,
     threads: int | None = None,
     stride_on: str | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     lr: float = 0.1,
     warmup: str = "auto",
     tensorboard: bool = False,
+    dataset: str = "cifar10",
+    workers: int | None = None,
+    sync_bn: bool = False,
 ) -> RunConfig:
     """Build a validated :class:`RunConfig` from CLI-level choices, resolving the
     paper's defaults: shortcut A for CIFAR nets, the warm-up for 110 layers and deeper
@@ -154,6 +163,20 @@ def make_config(
     Raises:
         UserError: for any invalid choice (unknown arch, schedule, precision, ...).
     """
+    if dataset == "imagenet":  # paper Sec. 3.4; see train.imagenet_loop
+        from resnet_repro.train.imagenet_loop import make_imagenet_config
+
+        if tensorboard or train_on != "split" or warmup == "on":
+            raise UserError("--tensorboard, --train-on and --warmup are options of CIFAR-10 training; "
+                            "drop them for --dataset imagenet")
+        return make_imagenet_config(
+            arch, data_dir, shortcut=shortcut, schedule=schedule, iterations=iterations, seed=seed,
+            precision=precision, device=device, channels_last=channels_last, compile=compile, threads=threads,
+            stride_on=stride_on, batch_size=batch_size, lr=lr, workers=workers, sync_bn=sync_bn)
+    if dataset != "cifar10":
+        raise UserError(f"unknown dataset {dataset!r}; choose cifar10 or imagenet")
+    if batch_size is None:
+        batch_size = 128
     s = spec(arch)
     if s.family != "cifar":
         raise UserError(f"{s.name} is an ImageNet net; CIFAR-10 training takes 6n+2 depths such as resnet20, plain56")
@@ -163,7 +186,7 @@ def make_config(
         raise UserError(f"unknown --warmup {warmup!r}; choose auto, on or off")
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
-    sch = get_schedule(schedule, iterations)
+    sch = get_schedule(schedule or "quick", iterations)
     dev = resolve_device(device)
     prec, _ = resolve_precision(precision, dev)
     use_warmup = (s.depth >= 110) if warmup == "auto" else warmup == "on"

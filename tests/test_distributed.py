@@ -1,0 +1,214 @@
+"""Data-parallel training (DDP through torchrun): the batch shares of the ranks, the
+evaluation shards, and a real 2-process gloo run on the CPU that matches a 1-process run
+with the same global batch, also when resumed under DDP from a 1-process checkpoint.
+
+Why the comparison is exact: both runs see the same images per iteration
+(ShardedBatchSampler), the same augmentation per image (seeded by the image), the same
+init (seeded; DDP broadcasts rank 0's), and DDP averages the per-rank mean-loss
+gradients, which equals the gradient of the mean loss over the global batch. Batch
+normalisation is the one place where per-process batches would differ, so the runs use
+SyncBN: torch's SyncBatchNorm refuses CPU tensors in this torch version, and the CPU
+run uses CpuSyncBatchNorm (the same statistics over all ranks by gloo all-reduces). What
+remains is float summation order: weights agree to ~1e-6.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet_repro import runs
+from resnet_repro.cli import main
+from resnet_repro.data.imagenet import build_mini_imagenet
+from resnet_repro.errors import UserError
+from resnet_repro.train import checkpoint
+from resnet_repro.train.config import make_config
+from resnet_repro.train.distributed import (
+    CpuSyncBatchNorm,
+    DistContext,
+    ShardedBatchSampler,
+    convert_sync_bn,
+    eval_shard,
+    per_rank_batch,
+    run_on_main,
+)
+from resnet_repro.train.imagenet_loop import fit_imagenet
+
+
+@pytest.fixture(scope="session")
+def five_classes(shared_cifar, tmp_path_factory) -> Path:
+    """5 classes x (8 train + 3 val) real photos: 40 training, 15 (odd) val images."""
+    return build_mini_imagenet(shared_cifar, tmp_path_factory.mktemp("ddp") / "mini", 8, 3, classes=5)
+
+
+def tiny_cfg(data: Path, **kw):
+    """An ImageNet-loop config on a small net (the 8-layer residual net, 32-px crops) so
+    that two processes train in seconds; everything else is the ImageNet code path."""
+    cfg = make_config("resnet18", str(data), dataset="imagenet", iterations=6, batch_size=8, precision="fp32",
+                      device="cpu", workers=0, sync_bn=True, threads=1, channels_last=False)
+    s = cfg.imagenet.model_copy(update={"crop": 32, "scale": (36, 48), "test_short": 36,
+                                        "multiscale": (32, 36, 48), "mean_images": 40})
+    return cfg.model_copy(update={"arch": "resnet8", "shortcut": "A", "imagenet": s, "eval_every": 3,
+                                  "log_every": 1, **kw})
+
+
+# ---------------------------------------------------------------------------- units
+@pytest.mark.parametrize("n,batch,world", [(37, 8, 2), (37, 8, 4), (40, 8, 2), (9, 3, 3)])
+def test_rank_shares_make_up_the_single_process_batch(n, batch, world):
+    single = ShardedBatchSampler(n, batch, DistContext(), seed=5, start=0, end=3 * (n // batch) + 1)
+    shares = [ShardedBatchSampler(n, batch, DistContext(r, world, r, "gloo"), 5, 0, single.end) for r in range(world)]
+    assert all(s.iters_per_epoch == n // batch for s in shares)
+    for it, keys in enumerate(single):
+        parts = [s.keys(it) for s in shares]
+        assert all(len(p) == batch // world for p in parts)
+        assert sorted(k for p in parts for k in p) == sorted(keys)  # same images, same epochs
+    # one pass (epoch) visits distinct images; the next epoch has another order
+    e0 = [k for it in range(single.iters_per_epoch) for k in single.keys(it)]
+    assert len({i for i, _ in e0}) == len(e0) == (n // batch) * batch and {e for _, e in e0} == {0}
+    e1 = [i for it in range(single.iters_per_epoch, 2 * single.iters_per_epoch) for i, _ in single.keys(it)]
+    assert e1 != [i for i, _ in e0]
+    # a sampler started mid-run yields exactly the remaining iterations
+    late = ShardedBatchSampler(n, batch, DistContext(), 5, 2, single.end)
+    assert list(late) == [single.keys(it) for it in range(2, single.end)]
+
+
+def test_eval_shards_count_every_image_once_without_padding():
+    for n, w in [(15, 2), (10, 3), (2, 4)]:
+        shards = [eval_shard(n, DistContext(r, w, r, "gloo")) for r in range(w)]
+        flat = [i for s in shards for i in s]
+        assert sorted(flat) == list(range(n))
+
+
+def test_batch_must_divide_among_processes(tmp_path, monkeypatch, capsys):
+    assert per_rank_batch(256, 8) == 32
+    with pytest.raises(UserError, match="not divisible by the 3 processes"):
+        per_rank_batch(256, 3)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--arch", "resnet18", "--dataset", "imagenet", "--data-dir", str(tmp_path),
+              "--schedule", "smoke", "--batch-size", "7", "--device", "cpu", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--batch-size 7 is not divisible by the 2 processes" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cifar_training_refuses_torchrun(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--arch", "resnet8", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert exc.value.code == 2 and "--dataset imagenet" in capsys.readouterr().err
+
+
+def test_run_on_main_passes_results_and_user_errors():
+    assert run_on_main(DistContext(), lambda: 41 + 1) == 42
+
+    def bad():
+        raise UserError("one line")
+
+    with pytest.raises(UserError, match="one line"):
+        run_on_main(DistContext(), bad)
+
+
+def test_cpu_sync_bn_is_plain_bn_in_one_process():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ref.load_state_dict(net.state_dict())
+    conv = convert_sync_bn(net, "cpu")
+    assert isinstance(conv[1], CpuSyncBatchNorm) and list(conv.state_dict()) == list(ref.state_dict())
+    x = torch.randn(5, 3, 8, 8)
+    assert torch.allclose(conv(x), ref(x))
+    assert torch.allclose(conv[1].running_var, ref[1].running_var)
+
+
+# ---------------------------------------------------------------------------- 2 processes
+def _torchrun(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "resnet_repro", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _final(run: Path) -> dict:
+    return checkpoint.load_verified(run / "checkpoints" / "final.pt", None)["model"]
+
+
+def _events(run: Path, kind: str) -> list[dict]:
+    return [e for e in runs.read_metrics(run) if e["event"] == kind]
+
+
+def test_two_process_gloo_run_matches_one_process_and_resumes(five_classes, tmp_path):
+    cfg = tiny_cfg(five_classes)
+    single = fit_imagenet(cfg, tmp_path / "single")
+    assert single["status"] == "complete"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps({"config": cfg.model_dump(mode="json")}))
+
+    res = _torchrun(["train", "--config", str(cfg_file), "--out", str(tmp_path), "--name", "ddp"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    ddp = tmp_path / "ddp"
+    start = _events(ddp, "start")[0]
+    assert (start["world_size"], start["backend"]) == (2, "gloo")
+    # each of the 15 val images (odd: padding would show as 16) counted exactly once
+    assert [e["val_images"] for e in _events(ddp, "eval")] == [15, 15]
+
+    a, b = _final(tmp_path / "single"), _final(ddp)
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+    t1, t2 = _events(tmp_path / "single", "train"), _events(ddp, "train")
+    assert [e["iteration"] for e in t1] == [e["iteration"] for e in t2] == list(range(1, 7))
+    assert [e["train_error"] for e in t1] == [e["train_error"] for e in t2]
+    assert torch.allclose(torch.tensor([e["train_loss"] for e in t1]), torch.tensor([e["train_loss"] for e in t2]),
+                          rtol=1e-5)
+    v1, v2 = _events(tmp_path / "single", "eval"), _events(ddp, "eval")
+    assert [(e["val_error"], e["val_top5_error"]) for e in v1] == [(e["val_error"], e["val_top5_error"]) for e in v2]
+    # only rank 0 wrote: one start event, one final checkpoint, no stray files
+    assert len(_events(ddp, "start")) == 1 and len(_events(ddp, "end")) == 1
+
+    # interrupted in one process, resumed under DDP in two: the same run
+    cut = fit_imagenet(cfg, tmp_path / "cut", stop_after=4)
+    assert cut["status"] == "interrupted" and cut["iterations_done"] == 4
+    res = _torchrun(["train", "--config", str(cfg_file), "--out", str(tmp_path), "--name", "cut", "--resume"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    c = _final(tmp_path / "cut")
+    for k in a:
+        assert torch.allclose(a[k].float(), c[k].float(), rtol=1e-4, atol=1e-5), k
+    assert [e["train_error"] for e in _events(tmp_path / "cut", "train")] == [e["train_error"] for e in t1]
+    assert [e["event"] for e in runs.read_metrics(tmp_path / "cut") if e["event"] in ("start", "resume", "end")] == [
+        "start", "resume", "end"]
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["world_size"] == 2
+
+
+def test_plateau_rule_in_the_loop_is_logged_and_survives_resume(five_classes, tmp_path):
+    """The paper's rule in one process: a threshold no evaluation can beat makes every
+    evaluation after the first a "no improvement", so with patience 1 the lr drops at
+    the 2nd and 3rd evaluations; a run cut between them resumes to the same log."""
+    base = tiny_cfg(five_classes, eval_every=2, sync_bn=False)
+    s = base.imagenet.model_copy(update={"lr_rule": "plateau", "plateau_patience": 1, "plateau_threshold": 100.0})
+    cfg = base.model_copy(update={"imagenet": s, "lr_milestones": []})
+    fit_imagenet(cfg, tmp_path / "p")
+    lrs = {e["iteration"]: e["lr"] for e in _events(tmp_path / "p", "train")}
+    assert lrs == {1: 0.1, 2: 0.1, 3: 0.1, 4: 0.1, 5: 0.01, 6: 0.01}
+    drops = _events(tmp_path / "p", "lr_drop")
+    assert [(e["iteration"], e["lr"]) for e in drops] == [(4, 0.01), (6, 0.001)]
+    assert "for 1 evaluations" in drops[0]["reason"]
+    plateaus = [e["plateau"] for e in _events(tmp_path / "p", "eval")]
+    assert [(p["bad"], p["drops"]) for p in plateaus] == [(0, 0), (0, 1), (0, 2)]
+    assert json.loads((tmp_path / "p" / "summary.json").read_text())["lr_drops"] == 2
+
+    fit_imagenet(cfg, tmp_path / "q", stop_after=5)
+    fit_imagenet(cfg, tmp_path / "q", resume=True)
+
+    def strip(run):
+        return [{k: v for k, v in e.items() if k not in ("wall_s", "images_per_s")}
+                for e in runs.read_metrics(run) if e["event"] not in ("start", "resume")]
+
+    assert strip(tmp_path / "q") == strip(tmp_path / "p")

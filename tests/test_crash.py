@@ -13,6 +13,7 @@ chain of 13 kill points on a longer run.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -250,6 +251,15 @@ def test_kill_and_resume_full(tiny_tree, tmp_path, reference):
     assert_same_result(tmp_path / "r", ref)
 
 
+@pytest.mark.slow
+def test_kill_and_resume_at_random_moments(tiny_tree, tmp_path, reference):
+    ref = reference(200)
+    survived, outcomes = kill_chain(tiny_tree, tmp_path, 200, ["delay"] * 15, seed=3)
+    print(f"random kills survived: {survived} of 15")
+    assert survived >= 10, outcomes
+    assert_same_result(tmp_path / "r", ref)
+
+
 def test_kill_hook_is_inert_without_the_variable(tmp_path, monkeypatch):
     monkeypatch.delenv(fsio.KILL_ENV, raising=False)
     for i in range(3):
@@ -274,21 +284,26 @@ def test_killed_write_keeps_the_old_file_and_cleanup_removes_the_temp(tmp_path):
     assert fsio.remove_stale_temps(tmp_path) == left and temp_files(tmp_path) == []
 
 
-def test_report_outputs_survive_a_kill(tiny_tree, tmp_path, reference):
-    runs_dir = reference(40).parent
-    out = tmp_path / "table6.md"
-    out.write_text("OLD\n")
-    argv = ["table", "6", "--runs", str(runs_dir), "--format", "markdown", "--out", str(out)]
-    child = Child(argv, "table6.md:1", tmp_path / "a.log", fork=True)
-    assert child.wait() == KILLED
-    assert out.read_text() == "OLD\n"  # the old file, whole; the new one died as a temporary file
-    (tmp,) = temp_files(tmp_path)
-    assert tmp.name.startswith(".table6.md.")
+@pytest.mark.parametrize("command, target", [("table", "table6.md"), ("figure", "fig.png"), ("report", "REPORT.md")])
+def test_report_outputs_survive_a_kill(tiny_tree, tmp_path, reference, command, target):
+    runs_dir = str(reference(40).parent)
+    out = tmp_path / target
+    argv = {"table": ["table", "6", "--runs", runs_dir, "--format", "markdown", "--out", str(out)],
+            "figure": ["figure", "6", "--runs", runs_dir, "--out", str(tmp_path / "fig")],
+            "report": ["report", "--runs", runs_dir, "--out", str(out)]}[command]
+    out.write_bytes(b"OLD\n")
+    child = Child(argv, f"{target}:1", tmp_path / "a.log", fork=True)
+    assert child.wait() == KILLED, child.output()
+    assert out.read_bytes() == b"OLD\n"  # the old file, whole; the new one died as a temporary file
+    left = [p for p in temp_files(tmp_path) if p.name.startswith(f".{target}.")]
+    assert len(left) == 1
     child = Child(argv, None, tmp_path / "b.log", fork=True)
     assert child.wait() == 0, child.output()
-    text = out.read_text()
-    assert text.startswith("**Table 6.") and "ResNet-20" in text and text.endswith("\n")
-    assert text == tmp.read_text()
+    for new in (out.read_bytes(), left[0].read_bytes()):  # the new file, and the whole one the kill left behind
+        if target.endswith(".png"):
+            assert new.startswith(b"\x89PNG") and new.endswith(b"IEND\xaeB`\x82")
+        else:
+            assert "Table 6" in new.decode() and new.endswith(b"\n")
 
 
 # ----------------------------------------------------------------------------- concurrency
@@ -505,3 +520,58 @@ def test_divergence_is_reported_with_its_iteration_and_marked_in_table6(tiny_tre
     assert row["n"] == 0 and math.isnan(row["mean"])
     assert "1 diverged resnet20 A run(s), not averaged in" in t.caption
     assert "1 diverged resnet20 A run(s), not averaged in" in to_text(t, "markdown")
+
+
+# ----------------------------------------------------------------------------- run --jobs N
+DUP_SPEC = """
+name = "dup"
+title = "the same run named three times"
+paper = "none"
+dataset = "cifar10"
+data = ["data/cifar10"]
+tables = []
+figures = []
+
+[[runs]]
+arch = ["resnet8", "resnet8"]
+
+[[runs]]
+arch = ["resnet8"]
+seeds = [0]
+
+[profiles.paper]
+schedule = "paper"
+
+[profiles.quick]
+schedule = "quick"
+
+[profiles.smoke]
+schedule = "smoke"
+"""
+
+
+def test_run_plans_each_run_directory_once(tiny_tree, tmp_path):
+    experiments = pytest.importorskip("resnet_repro.experiments")
+    spec = experiments.parse_spec(DUP_SPEC, "dup.toml")
+    plans = experiments.plan(spec, "smoke", out=tmp_path, data_dir=str(tiny_tree), jobs=2)
+    dirs = [p.run_dir for p in plans]
+    assert len(dirs) == 1 == len(set(dirs))
+
+
+@pytest.mark.slow
+def test_two_jobs_on_one_run_directory_never_train_together(tiny_tree, tmp_path):
+    """Even if two planned runs named one directory, the run lock lets one process train
+    and refuses the other, naming it."""
+    experiments = pytest.importorskip("resnet_repro.experiments")
+    spec = experiments.parse_spec(DUP_SPEC, "dup.toml")
+    (p,) = experiments.plan(spec, "smoke", out=tmp_path, data_dir=str(tiny_tree), jobs=2, iterations=300,
+                            precision="fp32", device="cpu")
+    twin = dataclasses.replace(p, label=p.label + "-twin")
+    outcomes = experiments.execute_local([p, twin], jobs=2)
+    statuses = sorted(o.status for o in outcomes)
+    assert statuses == ["complete", "failed"], [(o.status, o.message) for o in outcomes]
+    refused = next(o for o in outcomes if o.status == "failed")
+    assert "is in use by process" in refused.message
+    assert json.loads((p.run_dir / "summary.json").read_text())["status"] == "complete"
+    starts = [e for e in runs.read_metrics(p.run_dir) if e["event"] in ("start", "resume")]
+    assert len(starts) == 1

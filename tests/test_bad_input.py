@@ -299,12 +299,12 @@ def test_command_lines(scale, world, tmp_path, monkeypatch):
             code, out, err = run_cli(argv)
         check_outcome(argv, code, out, err)
         outcome(f"{argv[0] if argv else '-'} exit {code}")
-        if calls:  # training was asked for: a valid config, and a run directory inside --out
+        if calls:  # training was asked for: a valid config, and a run directory inside its --out
             assert code == 0
             cfg, run_dir = calls[0]
-            out_dir = Path(argv[argv.index("--out") + 1] if "--out" in argv else
-                           argv[argv.index("-o") + 1] if "-o" in argv else "runs")
-            assert run_dir.resolve().is_relative_to(out_dir.resolve()) and run_dir.resolve() != out_dir.resolve()
+            assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=-]*", run_dir.name), run_dir
+            out_dir = run_dir.parent.resolve()
+            assert run_dir.resolve().is_relative_to(out_dir) and run_dir.resolve() != out_dir
         assert snapshot(world) == before, argv
 
     case()

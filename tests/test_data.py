@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import tarfile
 
@@ -151,3 +152,17 @@ def test_to_float_subtracts_per_pixel_mean():
     x = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
     mean = torch.full((3, 32, 32), 0.25)
     assert torch.allclose(to_float(x, mean), torch.full((2, 3, 32, 32), 0.75))
+
+
+def test_a_tampered_batch_file_cannot_run_code(tmp_path):
+    d, _ = _fake_batches(tmp_path / "src")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (d / "data_batch_3").write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}))
+    with pytest.raises(UserError, match="not allowed in a CIFAR-10 batch file"):
+        load_cifar10(tmp_path / "src")
+    assert not marker.exists()

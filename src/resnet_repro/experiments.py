@@ -511,7 +511,10 @@ def _inspect(p: PlannedRun, config_cls: type) -> None:
         if (p.run_dir / "config.json").exists():
             p.status, p.note = "conflict", f"{p.run_dir}/config.json is unreadable; move that directory away"
         return
-    diff = recipe_diff(stored.get("config") or {}, p.config.model_dump())
+    if not isinstance(stored.get("config"), dict):
+        p.status, p.note = "conflict", f"{p.run_dir}/config.json holds no config object; move that directory away"
+        return
+    diff = recipe_diff(stored["config"], p.config.model_dump())
     if diff:
         p.status = "conflict"
         p.note = (f"{p.run_dir} holds a different recipe ({'; '.join(diff[:3])}); move it away or choose "

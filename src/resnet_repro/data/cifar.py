@@ -131,9 +131,28 @@ def _assemble(items: list[tuple[str, str, str, bytes | np.ndarray]], kind: str, 
     return CifarArrays(classes=tuple(classes), source_kind=kind, checksum=checksum, **out)
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """The original batch files are Python pickles of a dict of numpy arrays and lists;
+    only the classes needed to rebuild those are allowed, so a tampered file cannot run
+    code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch file")
+
+
 def _read_batches(batches: list[tuple[str, bytes]], checksum: str) -> CifarArrays:
     def unpickle(data: bytes) -> dict:
-        return pickle.loads(data, encoding="latin1")  # the original files are Python pickles
+        try:
+            return _BatchUnpickler(io.BytesIO(data), encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+            raise UserError(f"a cifar-10-batches-py file is corrupt or not CIFAR-10 ({exc}); get a fresh copy") from None
 
     train = [unpickle(d) for n, d in sorted(batches) if n.startswith("data_batch_")]
     test = [unpickle(d) for n, d in batches if n == "test_batch"]

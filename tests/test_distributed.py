@@ -212,3 +212,26 @@ def test_plateau_rule_in_the_loop_is_logged_and_survives_resume(five_classes, tm
                 for e in runs.read_metrics(run) if e["event"] not in ("start", "resume")]
 
     assert strip(tmp_path / "q") == strip(tmp_path / "p")
+
+
+def test_imagenet_resume_checks_the_log_digest_and_the_net(five_classes, tmp_path):
+    """A resume keeps the log only if its bytes up to the checkpoint are the ones the
+    checkpoint recorded (as the CIFAR loop does), and refuses another net's checkpoint."""
+    cfg = tiny_cfg(five_classes, sync_bn=False)
+    fit_imagenet(cfg, tmp_path / "r", stop_after=4)
+    log = tmp_path / "r" / "metrics.jsonl"
+    good = log.read_bytes()
+    log.write_bytes(good.replace(b'"event": "train"', b'"event": "TRAIN"', 1))
+    with pytest.raises(UserError, match="metrics.jsonl does not match the checkpoint at iteration 4"):
+        fit_imagenet(cfg, tmp_path / "r", resume=True)
+    log.write_bytes(good)
+    state = checkpoint.load_latest(tmp_path / "r" / "checkpoints")
+    assert state["metrics_bytes"] <= len(good) and len(state["metrics_sha256"]) == 64
+    other = cfg.model_copy(update={"shortcut": "B"})
+    cfg_file = tmp_path / "r" / "config.json"
+    stored = json.loads(cfg_file.read_text())
+    stored["config"]["shortcut"] = "B"  # the directory now claims option B; its checkpoint is option A
+    cfg_file.write_text(json.dumps(stored))
+    with pytest.raises(UserError, match="is for resnet8 with shortcut A and 5 classes, but this run is resnet8 "
+                                        "with shortcut B and 5 classes"):
+        fit_imagenet(other, tmp_path / "r", resume=True)

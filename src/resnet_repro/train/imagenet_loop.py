@@ -188,9 +188,7 @@ def fit_imagenet(
             except OSError as exc:
                 raise UserError(f"cannot write to {run_dir} ({exc.strerror}); choose a writable --out") from None
             lock.acquire()
-            prepare = getattr(runs, "prepare_run_dir", None)
-            if prepare is not None:
-                prepare(run_dir)
+            runs.prepare_run_dir(run_dir)  # refuses symlinked run files, removes temp files of killed writes
             return _check_existing(run_dir, cfg, resume)
 
         done = distributed.run_on_main(ctx, open_run)
@@ -215,8 +213,10 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
     workers = cfg.workers if cfg.workers is not None else auto_workers(local_world)
     ckpt_dir = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.jsonl"
+    kept_log = b""  # on resume, the log up to the checkpoint (rank 0 only)
 
     def load_data():
+        nonlocal kept_log
         index = build_index(cfg.data_dir)
         if cfg.data_checksum and cfg.data_checksum != index.digest:
             raise UserError(f"the data at {cfg.data_dir} differs from the run's (index digest {index.digest[:12]} vs "
@@ -231,14 +231,11 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
         if resume:
             state = checkpoint.load_latest(ckpt_dir, map_location="cpu")
             if state is not None:
-                got = (state.get("arch"), state.get("shortcut"), state.get("num_classes"))
-                if got != (cfg.arch, cfg.shortcut, len(index.classes)):
-                    raise UserError(f"the checkpoint in {ckpt_dir} is for {got[0]} (shortcut {got[1] or '-'}, "
-                                    f"{got[2]} classes), not this run's {cfg.arch} (shortcut {cfg.shortcut or '-'}, "
-                                    f"{len(index.classes)} classes); start without --resume in a new directory")
+                checkpoint.check_compatible(state, cfg.arch, cfg.shortcut, len(index.classes), ckpt_dir)
                 if state["iteration"] >= cfg.iterations:
                     raise UserError(f"the checkpoint in {ckpt_dir} is at iteration {state['iteration']}, past this "
                                     f"run's {cfg.iterations}; start without --resume in a new directory")
+                kept_log = checkpoint.log_prefix(metrics_path, state)  # checked against its digest
         return index, stats.to_state(), state
 
     index, stats_state, state = distributed.run_on_main(ctx, load_data)
@@ -281,8 +278,7 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
     kind = "resume" if state is not None else "start"
     if ctx.is_main:
         if state is not None:
-            raw = metrics_path.read_bytes() if metrics_path.exists() else b""
-            atomic_write_bytes(metrics_path, raw[: int(state["metrics_bytes"])])
+            atomic_write_bytes(metrics_path, kept_log)
         else:
             if metrics_path.exists():
                 atomic_write_bytes(metrics_path, b"")
@@ -349,7 +345,7 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
         checkpoint.save(ckpt_dir, f"iter-{it:07d}.pt", {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it, "warmup_active": False,
             "window": list(window), "wall_s": wall(), "train_s": train_s,
-            "metrics_bytes": metrics_path.stat().st_size, "last_eval": last_eval, "arch": cfg.arch,
+            **checkpoint.log_position(metrics_path), "last_eval": last_eval, "arch": cfg.arch,
             "shortcut": cfg.shortcut, "num_classes": n_classes, "plateau": plateau.state(),
             "skipped_images": skipped_total,
         })

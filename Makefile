@@ -18,6 +18,7 @@ help:
 	@echo "make lint        ruff over src/ and tests/"
 	@echo "make table-N     paper Table N (1-8) from the run logs in results/; make figure-N (1, 4, 6, 7); make report"
 	@echo "make reproduce-cifar-quick   run every CIFAR-10 experiment at the quick schedule, then the report (-paper: the paper's)"
+	@echo "make bench       time our training step against the usual pipeline (BENCH=--quick for ~2 min)"
 
 setup: $(VENV)/.installed
 
@@ -60,3 +61,9 @@ reproduce-cifar-quick reproduce-cifar-paper: reproduce-cifar-%: setup
 	$(BIN)/resnet-repro run cifar10-1202 --profile $* --jobs $(JOBS) --out $(RESULTS) $(if $(wildcard $(SHARED_CIFAR)),,--data-dir $(DATA))
 	$(BIN)/resnet-repro run cifar10-shortcuts --profile $* --jobs $(JOBS) --out $(RESULTS) $(if $(wildcard $(SHARED_CIFAR)),,--data-dir $(DATA))
 	$(BIN)/resnet-repro report --runs $(RESULTS) --out $(RESULTS)/REPORT.md
+
+# Speed: ours vs the usual pipeline, side by side (synthetic images where CIFAR-10 is absent).
+BENCH ?=
+.PHONY: bench
+bench: setup
+	$(BIN)/resnet-repro bench $(BENCH) $(if $(wildcard $(DATA)),--data-dir $(DATA),--synthetic)

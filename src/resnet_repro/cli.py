@@ -108,6 +108,7 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default on: faster with oneDNN on CPU and with cuDNN on GPU)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    checkpoint_activations: bool = typer.Option(False, "--checkpoint-activations", help="Keep only each block's input for the backward pass and recompute the rest (CIFAR nets; same results, far less memory: ResNet-1202 at batch 128 fits in a few GB)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for this run (default: all cores; 1 per run when running several side by side)."),
     warmup: str = typer.Option("auto", "--warmup", help="lr 0.01 until training error < 80%: auto (110 layers and deeper, as in the paper), on, off."),
     lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1)."),
@@ -139,7 +140,8 @@ def train(
             arch_name, data_dir or _default_data_dir(), shortcut=shortcut, schedule=schedule,
             iterations=iterations, seed=seed, train_on=train_on, precision=precision, device=device,
             channels_last=channels_last, compile=compile_model, threads=threads, batch_size=batch_size,
-            lr=lr, warmup=warmup, dataset=dataset, workers=workers, sync_bn=sync_bn,
+            lr=lr, warmup=warmup, checkpoint_activations=checkpoint_activations,
+            dataset=dataset, workers=workers, sync_bn=sync_bn,
         )
     if tensorboard:
         cfg = cfg.model_copy(update={"tensorboard": True})
@@ -315,6 +317,83 @@ def responses(
             f"({r['images']:,} images, top-1 error {r['error']:.2f}%), std {min(stds):.3f} to {max(stds):.3f}",
             highlight=False, soft_wrap=True,
         )
+
+
+# ---------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Fewer, shorter windows and fewer memory probes (about 2 minutes on 2 CPU cores)."),
+    data_dir: str | None = typer.Option(None, "--data-dir", "-d", help="CIFAR-10 source (default: ../shared/data/cifar10-jpeg.tar.gz where present, else $RESNET_REPRO_DATA or data/cifar10)."),
+    synthetic: bool = typer.Option(False, "--synthetic", help="Random images instead of CIFAR-10 (for machines without the data set)."),
+    synthetic_images: int = typer.Option(45000, "--synthetic-images", help="Random training images with --synthetic (test images: a fifth, 200 to 10,000)."),
+    out: Path = typer.Option(Path("runs/bench.json"), "--out", "-o", help="Where to write the results as JSON (atomically)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: all cores)."),
+    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers of the baseline (default: the CPU count, at most 8)."),
+    models: str | None = typer.Option(None, "--models", help="Comma-separated nets to time (default resnet20,resnet56,resnet110,resnet50)."),
+    memory: str | None = typer.Option(None, "--memory", help="Peak-memory probes as arch:path[:ckpt],... (path ours or baseline; ckpt = activation checkpointing); 'none' for none."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Alternations of ours and the baseline per measurement."),
+    iters: int | None = typer.Option(None, "--iters", help="Minimum timed iterations per window."),
+    seconds: float | None = typer.Option(None, "--seconds", help="Minimum seconds per window."),
+    ablation: bool = typer.Option(True, "--fast-paths/--no-fast-paths", help="Time the fast paths one by one on ResNet-20."),
+    compile_variant: bool = typer.Option(False, "--compile", help="Also time torch.compile among the fast paths (always on CUDA)."),
+    check: bool = typer.Option(False, "--check", help="Also train ResNet-20 on the smoke schedule with our loop (fast paths on and off) and with the baseline, and compare test errors."),
+    check_seeds: int = typer.Option(1, "--check-seeds", help="Seeds of --check (0..N-1)."),
+) -> None:
+    """Time our training step against the usual PyTorch pipeline (torchvision transforms
+    on PIL images, DataLoader workers, fp32, NCHW), side by side and in alternation:
+    training and evaluation images/s, FLOP/s, peak memory, fast paths, and a projection of
+    the paper's 64k-iteration schedule. Prints tables and writes them as JSON.
+
+    Examples:
+
+      resnet-repro bench --quick
+
+      resnet-repro bench --synthetic --models resnet20 --out runs/bench-synthetic.json
+    """
+    import os
+
+    from resnet_repro.bench import default_options, run_bench, tables, write_result
+    from resnet_repro.train.config import resolve_device
+
+    dev = resolve_device(device)
+    n_cpu = os.cpu_count() or 1
+    if threads is not None and threads < 1:
+        fail(f"--threads must be >= 1, got {threads}")
+    if workers is not None and workers < 0:
+        fail(f"--workers must be >= 0, got {workers}")
+    opts = default_options(quick, dev, threads or n_cpu, min(n_cpu, 8) if workers is None else workers)
+    if synthetic:
+        if synthetic_images < 256:
+            fail(f"--synthetic-images must be >= 256, got {synthetic_images}")
+        opts.synthetic, opts.synthetic_train = True, synthetic_images
+    else:
+        shared = Path("../shared/data/cifar10-jpeg.tar.gz")
+        opts.data_dir = data_dir or (str(shared) if shared.is_file() else _default_data_dir())
+    if models is not None:
+        opts.models = [m.strip() for m in models.split(",") if m.strip()]
+    if memory is not None:
+        opts.memory = []
+        for item in ([] if memory.strip() == "none" else memory.split(",")):
+            parts = item.strip().split(":")
+            if len(parts) not in (2, 3) or parts[1] not in ("ours", "baseline") or parts[2:] not in ([], ["ckpt"]):
+                fail(f"bad --memory item {item!r}; write arch:ours, arch:baseline or arch:ours:ckpt")
+            opts.memory.append((parts[0], parts[1], parts[2:] == ["ckpt"]))
+    for name, v in (("rounds", rounds), ("iters", iters)):
+        if v is not None:
+            if v < 1:
+                fail(f"--{name} must be >= 1, got {v}")
+            setattr(opts, name, v)
+    if seconds is not None:
+        opts.seconds = max(0.0, seconds)
+    opts.ablation, opts.compile_variant = ablation, compile_variant
+    opts.check, opts.check_seeds = check, list(range(max(1, check_seeds)))
+    with console.status("benchmark") as status:
+        result = run_bench(opts, progress=lambda m: status.update(f"benchmark: {m}"))
+    for t in tables(result):
+        console.print(t)
+    write_result(out, result)
+    console.print(f"wrote {out} ({result['meta']['bench_seconds']:.0f} s)", highlight=False)
 
 
 # ---------------------------------------------------------------------------- run

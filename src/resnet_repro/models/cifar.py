@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from resnet_repro.models.blocks import BasicBlock, he_init
+from resnet_repro.models.checkpointing import run_blocks
 
 CIFAR_WIDTHS = (16, 32, 64)
 
@@ -22,8 +23,13 @@ class CifarResNet(nn.Module):
     Input ``(N, 3, 32, 32)`` float images; output ``(N, num_classes)`` logits.
 
     Attributes ``conv1``/``bn1`` (stem), ``layer1``..``layer3`` (the three stages, each
-    an ``nn.Sequential`` of n :class:`BasicBlock`), ``fc``.
+    an ``nn.Sequential`` of n :class:`BasicBlock`), ``fc``. Setting
+    ``checkpoint_activations = True`` checkpoints each stage in segments of about sqrt(n)
+    blocks in training (see :mod:`resnet_repro.models.checkpointing`): less memory, one
+    extra forward pass, same parameters and results.
     """
+
+    checkpoint_activations: bool = False
 
     def __init__(self, n: int, shortcut: str | None = "A", num_classes: int = 10) -> None:
         super().__init__()
@@ -49,5 +55,7 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
+        ck = self.checkpoint_activations
+        for stage in (self.layer1, self.layer2, self.layer3):
+            x = run_blocks(stage, x, ck)
         return self.fc(torch.flatten(self.avgpool(x), 1))

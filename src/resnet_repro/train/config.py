@@ -23,7 +23,8 @@ from resnet_repro.train.imagenet_schedule import ImageNetSettings
 from resnet_repro.train.schedule import get_schedule
 
 # Fields that may change between a run and its resume without changing its results.
-RESUME_MUTABLE = frozenset({"data_dir", "threads", "tensorboard"})
+# Activation checkpointing recomputes the same values (models.checkpointing): memory only.
+RESUME_MUTABLE = frozenset({"data_dir", "threads", "tensorboard", "checkpoint_activations"})
 # DataLoader workers (ImageNet): each image's augmentation is seeded by itself, so speed only.
 RESUME_MUTABLE = RESUME_MUTABLE | {"workers"}
 
@@ -61,6 +62,7 @@ class RunConfig(BaseModel):
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
     compile: bool = False
+    checkpoint_activations: bool = False
     eval_every: int = Field(gt=0)
     log_every: int = Field(gt=0)
     eval_subset: int | None = None
@@ -152,6 +154,7 @@ def make_config(
     lr: float = 0.1,
     warmup: str = "auto",
     tensorboard: bool = False,
+    checkpoint_activations: bool = False,
     dataset: str = "cifar10",
     workers: int | None = None,
     sync_bn: bool = False,
@@ -166,9 +169,10 @@ def make_config(
     if dataset == "imagenet":  # paper Sec. 3.4; see train.imagenet_loop
         from resnet_repro.train.imagenet_loop import make_imagenet_config
 
-        if tensorboard or train_on != "split" or warmup == "on":
-            raise UserError("--tensorboard, --train-on and --warmup are options of CIFAR-10 training; "
-                            "drop them for --dataset imagenet")
+        if tensorboard or checkpoint_activations or train_on != "split" or warmup == "on":
+            raise UserError("--tensorboard, --checkpoint-activations, --train-on and --warmup are options of "
+                            "CIFAR-10 training; drop them for --dataset imagenet")
+
         return make_imagenet_config(
             arch, data_dir, shortcut=shortcut, schedule=schedule, iterations=iterations, seed=seed,
             precision=precision, device=device, channels_last=channels_last, compile=compile, threads=threads,
@@ -208,6 +212,7 @@ def make_config(
             precision=prec,
             channels_last=True if channels_last is None else bool(channels_last),
             compile=compile,
+            checkpoint_activations=checkpoint_activations,
             eval_every=sch.eval_every,
             log_every=sch.log_every,
             eval_subset=sch.eval_subset,

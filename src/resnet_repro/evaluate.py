@@ -23,7 +23,6 @@ image counts once. :func:`run_evaluation` writes ``eval-<protocol>.json`` with
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from resnet_repro.data.imagenet import (
     warn_bad,
 )
 from resnet_repro.errors import UserError
+from resnet_repro.fsio import sha256_file
 from resnet_repro.train import distributed
 
 PROTOCOLS = ("center", "10crop", "multiscale")
@@ -204,14 +204,6 @@ class LoadedModel:
     source: dict
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _from_training_state(state: dict, where: str) -> LoadedModel:
     from resnet_repro.data.imagenet import DataStats
     from resnet_repro.models import build
@@ -252,7 +244,7 @@ def load_run_model(run_dir: str | os.PathLike) -> LoadedModel:
     except ValueError as exc:
         raise UserError(f"cannot load {final}: {exc}") from None
     lm = _from_training_state(state, str(final))
-    lm.source.update({"run": str(run), "checkpoint": str(final), "sha256": sha or _sha256(final)})
+    lm.source.update({"run": str(run), "checkpoint": str(final), "sha256": sha or sha256_file(final)})
     return lm
 
 
@@ -283,13 +275,13 @@ def load_weights_model(weights: str | os.PathLike, arch: str, crop: int | None =
         norm = Normalizer(torch.tensor(tv.mean), torch.tensor(tv.std), "torchvision per-channel mean/std")
         sizes = paper_sizes(crop)
         return LoadedModel(model, norm, sizes["crop"], sizes["test_short"], tuple(sizes["multiscale"]), None,
-                           {"weights": str(path), "sha256": _sha256(path), "arch": want,
+                           {"weights": str(path), "sha256": sha256_file(path), "arch": want,
                             "weights_source": obj.get("source")})
     if "stats" in obj and "model" in obj:
         if obj.get("arch") != want:
             raise UserError(f"{path} holds {obj.get('arch')}, not {want}; pass --arch {obj.get('arch')}")
         lm = _from_training_state(obj, str(path))
-        lm.source.update({"weights": str(path), "sha256": _sha256(path)})
+        lm.source.update({"weights": str(path), "sha256": sha256_file(path)})
         return lm
     raise UserError(f"{path} is neither a file from `resnet-repro import-weights` nor an ImageNet run's final.pt")
 

@@ -12,6 +12,7 @@ use it to hit writes deliberately; without the variable it does nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -103,6 +104,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically replace ``path`` with ``obj`` as indented, key-sorted JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes as 64 hex digits, read in 1 MiB chunks (data copies
+    and weight files can be large).
+
+    Raises:
+        OSError: if the file cannot be read.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:

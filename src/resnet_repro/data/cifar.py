@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from resnet_repro.errors import UserError
-from resnet_repro.fsio import atomic_write, atomic_write_json
+from resnet_repro.fsio import atomic_write, atomic_write_json, sha256_file
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -71,14 +71,6 @@ def cache_dir() -> Path:
     """Where decoded arrays and splits are cached: ``$RESNET_REPRO_CACHE`` or
     ``~/.cache/resnet_repro``."""
     return Path(os.environ.get("RESNET_REPRO_CACHE", Path.home() / ".cache" / "resnet_repro"))
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sha256_tree(root: Path, files: list[Path]) -> str:
@@ -248,7 +240,7 @@ def load_cifar10(source: str | os.PathLike, download: bool = False) -> CifarArra
     """
     path = Path(source).expanduser()
     if path.is_file():
-        checksum = _sha256_file(path)
+        checksum = sha256_file(path)
         cached = _cache_load(checksum)
         if cached is not None:
             return cached
@@ -268,7 +260,7 @@ def load_cifar10(source: str | os.PathLike, download: bool = False) -> CifarArra
                 raise UserError(f"download of CIFAR-10 into {path} failed ({exc}); check the network or {HOW_TO_GET}") from None
             bdir = _find_batches_dir(path)
         if bdir is not None:
-            names = ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch"]
+            names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
             files = [bdir / n for n in names if (bdir / n).is_file()]
             checksum = _sha256_tree(bdir, files)
             cached = _cache_load(checksum)

@@ -16,8 +16,8 @@ from pathlib import Path
 from resnet_repro import paper
 from resnet_repro.analysis.responses import RESPONSES_FILE, read_responses
 from resnet_repro.errors import UserError
-from resnet_repro.fsio import atomic_write_bytes
 from resnet_repro.models import spec
+from resnet_repro.report.figures import save as save_figure
 from resnet_repro.runs import find_runs
 
 # Colours by depth, so plain-20 and ResNet-20 share one (dashed vs solid).
@@ -118,8 +118,6 @@ def figure7(runs_dirs: list[Path], out_base: Path) -> list[Path]:
         UserError: no run with ``responses.json`` (see :func:`collect_responses`), or an
             unwritable output location.
     """
-    import io
-
     import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -152,15 +150,4 @@ def figure7(runs_dirs: list[Path], out_base: Path) -> list[Path]:
             ax.legend(fontsize=8, ncol=2)
         fig.suptitle("Fig. 7: std of the 3x3 layer responses (after BN, before ReLU/addition)\n" + _describe(rs),
                      fontsize=9)
-        written = []
-        for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "ModDate": None,
-                                                                "Producer": None, "Creator": None})):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=ext, dpi=150, metadata=meta)
-            path = out_base.with_name(out_base.name + f".{ext}")
-            try:
-                atomic_write_bytes(path, buf.getvalue())
-            except OSError as exc:
-                raise UserError(f"cannot write {path} ({exc.strerror}); choose a writable output") from None
-            written.append(path)
-    return written
+        return save_figure(fig, out_base, dpi=150)

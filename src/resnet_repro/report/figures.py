@@ -1,6 +1,6 @@
 """The paper's training-curve figures rebuilt from stored runs (matplotlib, Agg; no
 pyplot state): Fig. 1 and Fig. 6 (CIFAR-10), Fig. 4 (ImageNet); Fig. 7 is dispatched to
-:mod:`resnet_repro.report.figure7` where that module exists.
+:mod:`resnet_repro.report.figure7`.
 
 Our curves come from the ``eval`` events of each run's ``metrics.jsonl``:
 ``train_error`` (%, the training error of the last logging window, on augmented
@@ -342,19 +342,14 @@ def figure(n: int, runs_dir: Path | list[Path], out: Path | None = None) -> list
         The written files.
 
     Raises:
-        UserError: for a figure the project does not rebuild, a Figure 7 module that is
-            missing, or an unwritable ``out``.
+        UserError: for a figure the project does not rebuild, Figure 7 without runs that
+            hold ``responses.json``, or an unwritable ``out``.
     """
     if n == 7:
-        import importlib
-        import importlib.util
+        from resnet_repro.report.figure7 import figure7  # imports this module's save()
 
-        if importlib.util.find_spec("resnet_repro.report.figure7") is None:
-            raise UserError("figure 7 (layer response std) is not available in this version: "
-                            "resnet_repro.report.figure7 is missing")
-        mod = importlib.import_module("resnet_repro.report.figure7")
         roots = [Path(r) for r in runs_dir] if isinstance(runs_dir, (list, tuple)) else [Path(runs_dir)]
-        return list(mod.figure7(roots, out_base_for(7, out)))
+        return figure7(roots, out_base_for(7, out))
     if n not in FIGURES:
         raise UserError(f"the paper's reproducible figures are {', '.join(map(str, FIGURES))}, not {n}")
     d = draw(n, runs_dir)

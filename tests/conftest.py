@@ -28,6 +28,17 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RESNET_REPRO_CACHE", os.environ["RESNET_REPRO_TEST_CACHE"])
 
 
+def run_main(argv: list[str], capsys) -> tuple[int | str | None, str, str]:
+    """``resnet-repro ARGV`` in process through the console-script entry point
+    (:func:`resnet_repro.cli.main`, which always exits): (exit code, stdout, stderr)."""
+    from resnet_repro.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
 def write_image_tree(root: Path, n_train_per_class: int = 12, n_test_per_class: int = 4, ext: str = "png",
                      classes: tuple[str, ...] = CLASSES, seed: int = 0) -> Path:
     """A small CIFAR-like tree ``root/{train,test}/<class>/NNNN.<ext>`` of 32x32 RGB images

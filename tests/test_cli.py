@@ -8,14 +8,7 @@ import sys
 
 import pytest
 
-from resnet_repro.cli import main
-
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from conftest import run_main
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_repro.cli import main
+from conftest import run_main
 from resnet_repro.data.imagenet import (
     CenterView,
     ImageFolderSplit,
@@ -22,13 +22,6 @@ from resnet_repro.evaluate import Normalizer, eval_loader, evaluate_loader, prot
 from resnet_repro.models import build
 from resnet_repro.models.convert import save_imported
 from resnet_repro.train.distributed import DistContext
-
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_main
 from resnet_repro import paper, runs
-from resnet_repro.cli import main
 from resnet_repro.data.imagenet import (
     BadImage,
     CenterView,
@@ -34,13 +34,6 @@ from resnet_repro.data.imagenet import (
 )
 from resnet_repro.errors import UserError
 from resnet_repro.train.imagenet_schedule import PlateauRule, get_imagenet_schedule, paper_sizes
-
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="session")

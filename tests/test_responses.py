@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import run_main
 from resnet_repro.analysis.responses import (
     ResponseRecorder,
     conv_bn_pairs,
@@ -156,13 +157,6 @@ def test_conv_bn_pairing_is_checked():
 
 
 # ---------------------------------------------------------------------------- runs and CLI
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
 @pytest.fixture(scope="module")
 def smoke_runs(tiny_tree, tmp_path_factory):
     """plain8 and resnet8 trained for 8 iterations on the tiny tree, through the CLI."""

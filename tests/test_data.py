@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_image_tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import write_image_tree
 from resnet_repro.data import cifar
 from resnet_repro.data.augment import pad_crop_flip, to_float
 from resnet_repro.data.cifar import load_cifar10, split_indices

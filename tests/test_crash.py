@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_repro import fsio, runs
+from resnet_repro import experiments, fsio, runs
 from resnet_repro.errors import UserError
 from resnet_repro.train import checkpoint
 from resnet_repro.train.config import make_config
@@ -551,7 +551,6 @@ schedule = "smoke"
 
 
 def test_run_plans_each_run_directory_once(tiny_tree, tmp_path):
-    experiments = pytest.importorskip("resnet_repro.experiments")
     spec = experiments.parse_spec(DUP_SPEC, "dup.toml")
     plans = experiments.plan(spec, "smoke", out=tmp_path, data_dir=str(tiny_tree), jobs=2)
     dirs = [p.run_dir for p in plans]
@@ -562,7 +561,6 @@ def test_run_plans_each_run_directory_once(tiny_tree, tmp_path):
 def test_two_jobs_on_one_run_directory_never_train_together(tiny_tree, tmp_path):
     """Even if two planned runs named one directory, the run lock lets one process train
     and refuses the other, naming it."""
-    experiments = pytest.importorskip("resnet_repro.experiments")
     spec = experiments.parse_spec(DUP_SPEC, "dup.toml")
     (p,) = experiments.plan(spec, "smoke", out=tmp_path, data_dir=str(tiny_tree), jobs=2, iterations=300,
                             precision="fp32", device="cpu")

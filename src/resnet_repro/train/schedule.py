@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from resnet_repro import paper
 from resnet_repro.errors import UserError
 
 
@@ -54,11 +55,13 @@ class Schedule:
         return max(self.log_every, (self.iterations // 8) // self.log_every * self.log_every)
 
 
-PAPER_ITERATIONS = 64000
+_PAPER_LR = paper.recipe("cifar10")["lr"]  # Sec. 4.2: stop at 64k, divide by 10 at 32k and 48k
+PAPER_ITERATIONS = int(_PAPER_LR["stop_iter"])
+_DROP_FRACTIONS = tuple(m / PAPER_ITERATIONS for m in _PAPER_LR["divide_by_10_at_iter"])  # (0.5, 0.75)
 
 
 def _shape(name: str, iterations: int, eval_every: int, log_every: int, subset: int | None = None) -> Schedule:
-    ms = (round(iterations * 0.5), round(iterations * 0.75))
+    ms = tuple(round(iterations * f) for f in _DROP_FRACTIONS)
     return Schedule(name, iterations, ms, eval_every, log_every, subset)
 
 

@@ -183,12 +183,18 @@ def test_load_file_and_cli_import(tmp_path, capsys) -> None:
 def test_load_errors(tmp_path, monkeypatch) -> None:
     bad = tmp_path / "model.pth"
     torch.save(nn.Linear(2, 2), bad)  # a pickled module, refused by weights_only=True
+    text_file = tmp_path / "notes.pth"
+    text_file.write_text("resnet18 weights\n")
     cases = [
         (
             lambda: load_torchvision_weights("torchvision", "resnet18", tmp_path / "nope.pth"),
             "does not exist",
         ),
-        (lambda: load_torchvision_weights("torchvision", "resnet18", bad), "weights_only"),
+        (lambda: load_torchvision_weights("torchvision", "resnet18", bad),
+         "(torch.load weights_only=True): it pickles more than tensors and plain values (Unsupported global: "
+         "GLOBAL torch.nn.modules.linear.Linear); save model.state_dict(), not the model"),
+        (lambda: load_torchvision_weights("torchvision", "resnet18", text_file),
+         "file written by torch.save ("),
         (lambda: load_torchvision_weights("timm", "resnet18", bad), "unknown weights source"),
         (lambda: load_torchvision_weights("torchvision", "resnet18"), "no weights given"),
         (lambda: load_torchvision_weights("torchvision:IMAGENET9K", "resnet18"), "IMAGENET1K_V1"),
@@ -196,7 +202,9 @@ def test_load_errors(tmp_path, monkeypatch) -> None:
     for fn, words in cases:
         with pytest.raises(UserError) as info:
             fn()
-        assert words in str(info.value) and "\n" not in str(info.value), str(info.value)
+        msg = str(info.value)
+        assert words in msg and "\n" not in msg and "\x1b" not in msg, msg
+        assert "weights_only` set to `False`" not in msg, msg  # torch's advice to load untrusted code
 
     def offline(self, *args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")

@@ -204,12 +204,32 @@ def _torch_load(path: str | os.PathLike) -> Any:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle / zip errors, or a pickled nn.Module
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"cannot read {str(p)!r} as a tensor-only state_dict (torch.load weights_only=True): "
-            f"{first[:200]}; save model.state_dict(), not the model"
+            f"{_load_refusal(exc)}; save model.state_dict(), not the model"
         ) from exc
     return obj
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_UNPICKLER = re.compile(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed global| Please |\n|$)")
+
+
+def _load_refusal(exc: Exception) -> str:
+    """A short reason for a failed ``torch.load(weights_only=True)``: the object type the
+    file would have to run (torch's own text also offers ``weights_only=False``, which
+    this project never uses on files from elsewhere), or the error's first line."""
+    text = _ANSI.sub("", str(exc))
+    m = _UNPICKLER.search(text)
+    why = m.group(1).strip() if m else ""
+    if why.startswith("Unsupported operand"):  # not a pickle at all
+        return f"not a file written by torch.save ({why[:150]})"
+    if why:
+        return f"it pickles more than tensors and plain values ({why[:150]})"
+    if text.startswith("Weights only load failed"):
+        return "it pickles more than tensors and plain values"
+    first = text.strip().splitlines()[0].strip() if text.strip() else ""
+    return f"not a complete file written by torch.save ({type(exc).__name__}{': ' + first[:150] if first else ''})"
 
 
 def _load_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -247,6 +247,9 @@ def test_cli_run_dry_run_and_smoke(tiny_spec, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([*args, "--seeds", "x"])
     assert e.value.code == 2 and "bad --seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--threads", "0", "--dry-run"])  # the last --threads counts
+    assert e.value.code == 2 and "--threads must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_imagenet_spec_needs_data(tmp_path):

@@ -445,16 +445,6 @@ def _expected_config(spec: ExperimentSpec, prof: Profile, arch: str, shortcut: s
                        seed=seed, train_on=spec.train_on, stride_on=stride_on, **execution)
 
 
-def imagenet_training_available() -> bool:
-    """True where the package has the ImageNet training path (``train.imagenet_loop``)."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("resnet_repro.train.imagenet_loop") is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def plan(
     spec: ExperimentSpec,
     profile: str = "quick",
@@ -479,17 +469,17 @@ def plan(
         jobs: runs at once; each run gets ``threads = cores // jobs`` unless ``threads``.
 
     Raises:
-        UserError: unknown profile, missing data, an invalid choice (device, precision).
+        UserError: unknown profile, missing data, an invalid choice (device, precision,
+            --jobs or --threads below 1).
     """
     prof = spec.profile(profile)
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_run = threads or max(1, cores // jobs)
     ddir = resolve_data_dir(spec, data_dir, download)
-    if spec.dataset == "imagenet" and not imagenet_training_available():
-        raise UserError(f"ImageNet training is not available in this version; {spec.name} needs the "
-                        f"`dataset = \"imagenet\"` training path (data at {ddir})")
     from resnet_repro.train.config import RunConfig
 
     planned: dict[str, PlannedRun] = {}

@@ -64,6 +64,7 @@ class Normalizer:
     kind: str
 
     def to(self, device: torch.device | str) -> Normalizer:
+        """The same normaliser with its tensors on ``device``."""
         return Normalizer(self.mean.to(device), None if self.std is None else self.std.to(device), self.kind)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

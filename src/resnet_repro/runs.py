@@ -61,6 +61,8 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
+        """Take the lock (creating the run directory if needed) and record this process
+        in ``.lock``; see the class docstring for what it raises."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         for _ in range(10):
@@ -104,6 +106,7 @@ class RunLock:
         raise UserError(f"cannot lock run {self.path.parent}; remove {self.path} if no process uses it")
 
     def release(self) -> None:
+        """Remove ``.lock`` (if it is still ours) and drop the ``flock``; a no-op if not held."""
         if not self.held:
             return
         try:
@@ -323,6 +326,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run (a ``config.json`` file)."""
     return (Path(path) / "config.json").is_file()
 
 

@@ -75,6 +75,8 @@ class ImageIndex:
     digest: str
 
     def path(self, rel: str) -> str:
+        """The file path of an image given relative to the data root (as stored in
+        ``train``/``val``)."""
         return os.path.join(self.root, rel)
 
 
@@ -379,10 +381,13 @@ class DataStats:
     images: int
 
     def to_state(self) -> dict[str, Any]:
+        """Tensors and an int only (for ``torch.save`` / a ``weights_only`` load, and for
+        broadcasting to the other ranks); :meth:`from_state` inverts it."""
         return {"mean": self.mean, "eigval": self.eigval, "eigvec": self.eigvec, "images": self.images}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> DataStats:
+        """The statistics from :meth:`to_state`'s dict, as float32."""
         return cls(d["mean"].float(), d["eigval"].float(), d["eigvec"].float(), int(d["images"]))
 
 

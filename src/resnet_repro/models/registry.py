@@ -55,6 +55,7 @@ class ArchSpec:
 
 
 def valid_names_hint() -> str:
+    """The valid architecture names in one phrase, for error messages and help text."""
     return (
         "plain/resnet + depth: 6n+2 for CIFAR-10 (20, 32, 44, 56, 110, 1202, ...) "
         "or 18, 34, 50, 101, 152 for ImageNet, e.g. resnet20, plain56, resnet50"

@@ -131,6 +131,8 @@ class RunSet:
 
     @classmethod
     def load(cls, runs_dir: Path | list[Path]) -> RunSet:
+        """Every run directory under ``runs_dir`` (searched recursively), with the runs
+        whose config differs from their experiment spec named in ``mismatched``."""
         from resnet_repro.experiments import spec_mismatches
 
         df = load_runs(runs_dir)
@@ -149,10 +151,12 @@ class Cell:
 
     @property
     def n(self) -> int:
+        """Number of runs (seeds) in the cell."""
         return len(self.values)
 
     @property
     def mean(self) -> float:
+        """Mean error (%) over the runs; NaN for none."""
         return float(sum(self.values) / self.n) if self.n else math.nan
 
     @property
@@ -165,9 +169,11 @@ class Cell:
 
     @property
     def best(self) -> float:
+        """Lowest error (%) of the runs (the paper's "best" of Table 6); NaN for none."""
         return float(min(self.values)) if self.n else math.nan
 
     def text(self) -> str:
+        """``mean ± std (n=k)`` as the tables print it."""
         return fmt_err(self.mean, self.std, self.n)
 
 

@@ -174,4 +174,6 @@ class PlateauRule:
         return False
 
     def state(self) -> dict:
+        """``{"best": error (%) or None, "bad": evaluations without improvement, "drops":
+        lr divisions so far}``: logged with each evaluation and saved in checkpoints."""
         return {"best": self.best, "bad": self.bad, "drops": self.drops}

@@ -8,7 +8,7 @@ import json
 
 from typer.testing import CliRunner
 
-from resnet_repro import runs
+from resnet_repro import paper, runs
 from resnet_repro.cli import app
 
 
@@ -43,6 +43,10 @@ def test_train_plain20_and_resnet20_smoke_then_table6(shared_cifar, tmp_path, mo
     assert json.loads((p20 / "config.json").read_text())["config"]["shortcut"] is None
     res = runner.invoke(app, ["table", "6", "--runs", str(tmp_path), "--format", "markdown"])
     assert res.exit_code == 0, res.output
-    assert "| ResNet-20 |" in res.output and "8.75" in res.output  # the paper's ResNet-20 error beside ours
+    ours = json.loads((r20 / "summary.json").read_text())["final_test_error"]
+    row20 = next(line for line in res.output.splitlines() if line.startswith("| ResNet-20 |"))
+    cells = [c.strip() for c in row20.strip("|").split("|")]
+    assert f"{ours:.2f}" in cells  # our one smoke run's test error
+    assert f"{paper.cifar_table6()[20]['error']:.2f}" in cells  # the paper's beside it
     caption = res.output.strip().splitlines()[-1]
     assert "smoke" in caption and "30 iterations" in caption and "image-folder (jpg)" in caption

@@ -349,7 +349,7 @@ for _ in range(rounds):
     try:
         lock = runs.RunLock(run).acquire()
     except UserError as exc:
-        assert "in use by process" in str(exc), exc
+        assert "is in use by" in str(exc), exc  # the owner's pid is named once its lock file is written
         refused += 1
         time.sleep(0.001)
         continue

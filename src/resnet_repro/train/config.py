@@ -239,7 +239,7 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         return RunConfig.model_validate(obj["config"])
     except FileNotFoundError:
         raise UserError(f"no config at {p}; give a run directory's config.json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
         raise UserError(f"{p} is not a run config (expected JSON with a 'config' object)") from None
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -838,7 +838,7 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> dict:
         batch = CIFAR_BATCH if _is_cifar(arch) else opts.imagenet_batch
         result["memory"].append({"arch": arch, "model": _pretty(arch), "path": path, "batch": batch,
                                  "checkpoint_activations": ck, **p})
-    for arch in {m["arch"] for m in result["memory"]}:
+    for arch in dict.fromkeys(m["arch"] for m in result["memory"]):  # in the order probed
         got = {m["path"]: m for m in result["memory"] if m["arch"] == arch and not m["checkpoint_activations"]}
         if "ours" in got or "baseline" in got:
             o, b = got.get("ours", {}).get("peak_rss_mb"), got.get("baseline", {}).get("peak_rss_mb")
@@ -887,7 +887,7 @@ def tables(result: dict) -> list:
     for r in rows:
         main.add_row(r["section"], r["model"], str(r.get("batch", "")), _fmt(r["ours"]), _fmt(r["baseline"]),
                      f"{r['ratio']:.2f}x" if r["ratio"] else "-", r["unit"])
-    out = [main]
+    out = [main] if rows else []
     if result["fast_paths"]:
         fp = Table(title=f"Fast paths on {_pretty(result['fast_paths'][0]['arch'])} (our loop, in alternation)",
                    header_style="bold")

@@ -399,6 +399,8 @@ class Baseline:
 
 
 class _EvalView:
+    """The baseline's evaluation as a runner for :func:`alternate` (one test batch per step)."""
+
     def __init__(self, b: Baseline) -> None:
         self.b, self.batch = b, b.test_loader.batch_size
 

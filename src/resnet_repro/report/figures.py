@@ -132,14 +132,22 @@ def _warn(notes: list[str]) -> None:
         warnings.warn(n, stacklevel=3)
 
 
-def _finish_axes(ax, top: float) -> None:
+def _finish_axes(ax, top: float, extend: bool = False) -> None:
     """Iterations axis from 0 with at most 6 plain ticks; a note where every plotted point
-    lies above the paper's error axis (e.g. runs of a few iterations)."""
+    lies above the paper's error axis (e.g. runs of a few iterations). With ``extend`` (a
+    linear error axis), the axis instead grows to show curves above the paper's range, and
+    says so."""
     ax.set_xlim(left=0)
     ax.xaxis.set_major_locator(MaxNLocator(6))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ys = [np.asarray(ln.get_ydata(), dtype=float) for ln in ax.lines]
     ys = [y for y in ys if y.size]
+    if extend and ys and max(float(np.nanmax(y)) for y in ys) > top:
+        high = min(100.0, float(np.ceil(max(float(np.nanmax(y)) for y in ys) / 10.0) * 10.0))
+        ax.set_ylim(0, high)
+        ax.text(0.99, top / high, f"paper's axis ends at {top:g}%", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=6, color="0.35")
+        return
     if ys and min(float(np.nanmin(y)) for y in ys) > top:
         ax.text(0.5, 0.5, f"all curves above {top:g}%\n(off the paper's axis)", transform=ax.transAxes,
                 ha="center", va="center", fontsize=7, color="0.35")
@@ -191,7 +199,7 @@ def draw_figure1(runs_dir: Path | list[Path]) -> Drawn:
         ax.set_xlabel("iter. (1e4)")
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 20)
-        _finish_axes(ax, 20)
+        _finish_axes(ax, 20, extend=True)
         ax.grid(True, linewidth=0.3)
         if curves:
             ax.legend(fontsize=8)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -51,10 +50,10 @@ def fail(message: str) -> None:
 @app.command()
 def arch(
     name: str = typer.Argument(..., help="Architecture, e.g. resnet20, plain56, resnet50."),
-    shortcut: Optional[str] = typer.Option(
+    shortcut: str | None = typer.Option(
         None, "--shortcut", "-s", help="Shortcut option A, B or C (default: the paper's)."
     ),
-    stride_on: Optional[str] = typer.Option(
+    stride_on: str | None = typer.Option(
         None, "--stride-on", help="Bottleneck stride placement: 1x1 (paper) or 3x3 (torchvision v1.5)."
     ),
 ) -> None:
@@ -76,44 +75,44 @@ def _default_data_dir() -> str:
 
 @app.command()
 def train(
-    arch_name: Optional[str] = typer.Option(
+    arch_name: str | None = typer.Option(
         None, "--arch", "-a",
         help="Network: plain or resnet + depth 6n+2 (resnet20, plain56, resnet110, resnet1202).",
     ),
-    shortcut: Optional[str] = typer.Option(
+    shortcut: str | None = typer.Option(
         None, "--shortcut", "-s",
         help="Shortcut option: A (identity + zero padding, paper default), B (projection where the shape changes), C (projection everywhere). Ignored for plain nets.",
     ),
-    schedule: Optional[str] = typer.Option(
+    schedule: str | None = typer.Option(
         None, "--schedule",
         help="CIFAR-10 (default quick): paper (64k iterations, drops at 32k/48k), quick (4k, drops at 2k/3k: 1/16 of the paper's), smoke (30; tests). ImageNet (default paper): paper (lr /10 on val plateaus, up to 600k), fixed (drops at 150k/300k), smoke (8 iterations, 64-px crops; tests).",
     ),
     dataset: str = typer.Option("cifar10", "--dataset", help="cifar10 (Sec. 4.2) or imagenet (Sec. 3.4: image folders train/<wnid>/, val/<wnid>/ in --data-dir; multi-GPU with torchrun)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="ImageNet: DataLoader worker processes per training process (default: the node's cores / processes, at most 16)."),
+    workers: int | None = typer.Option(None, "--workers", help="ImageNet: DataLoader worker processes per training process (default: the node's cores / processes, at most 16)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="ImageNet under torchrun: batch normalisation over the global batch (default: per process, as with the paper's 8 GPUs)."),
-    iterations: Optional[int] = typer.Option(
+    iterations: int | None = typer.Option(
         None, "--iterations", help="Scale the paper's schedule shape to N iterations (overrides --schedule)."
     ),
-    data_dir: Optional[str] = typer.Option(
+    data_dir: str | None = typer.Option(
         None, "--data-dir", "-d",
         help="CIFAR-10: cifar-10-batches-py, cifar-10-python.tar.gz, or an image-folder tree/tar(.gz) with train/ and test/. Default $RESNET_REPRO_DATA or data/cifar10.",
     ),
     download: bool = typer.Option(False, "--download", help="Download the original CIFAR-10 into --data-dir through torchvision if it is not there."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of run directories."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run directory name (default e.g. resnet20-A-quick-s0)."),
+    name: str | None = typer.Option(None, "--name", help="Run directory name (default e.g. resnet20-A-quick-s0)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the init, batch order and augmentation; a CPU run is repeatable."),
     resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run from its newest checkpoint (exactly)."),
     train_on: str = typer.Option("split", "--train-on", help="split: 45k train / 5k val (the paper's protocol); all: train on 50k."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast where native: AVX512-BF16/AMX CPUs, recent GPUs), fp32, bf16."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default on: faster with oneDNN on CPU and with cuDNN on GPU)."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default on: faster with oneDNN on CPU and with cuDNN on GPU)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     checkpoint_activations: bool = typer.Option(False, "--checkpoint-activations", help="Keep only the inputs of segments of about sqrt(n) blocks for the backward pass and recompute the rest (CIFAR nets; same results, one extra forward pass; ResNet-1202 at batch 128 on CPU: about 4 GB instead of 8)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for this run (default: all cores; 1 per run when running several side by side)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for this run (default: all cores; 1 per run when running several side by side)."),
     warmup: str = typer.Option("auto", "--warmup", help="lr 0.01 until training error < 80%: auto (110 layers and deeper, as in the paper), on, off."),
     lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Mini-batch size, global over all processes (paper: 128 for CIFAR-10, 256 for ImageNet)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Rerun exactly the run described by a config.json (other options except --out/--name/--data-dir/--resume are ignored)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Mini-batch size, global over all processes (paper: 128 for CIFAR-10, 256 for ImageNet)."),
+    config: Path | None = typer.Option(None, "--config", help="Rerun exactly the run described by a config.json (other options except --out/--name/--data-dir/--resume are ignored)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files beside metrics.jsonl (needs pip install -e '.[tensorboard]')."),
 ) -> None:
     """Train one plain or residual net on CIFAR-10 (paper Sec. 4.2) into a run directory.
@@ -220,7 +219,7 @@ def table(
         [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
     ),
     fmt: str = typer.Option("rich", "--format", "-f", help="rich (terminal), markdown, csv or latex."),
-    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table (markdown/csv/latex) to this file."),
+    out_file: Path | None = typer.Option(None, "--out", "-o", help="Also write the table (markdown/csv/latex) to this file."),
 ) -> None:
     """Rebuild paper Table N from logged runs, with the paper's numbers beside ours.
 
@@ -295,7 +294,7 @@ def import_weights(
 def responses(
     run_dirs: list[Path] = typer.Argument(..., help="Finished CIFAR-10 run directories (with checkpoints/final.pt)."),
     split: str = typer.Option("test", "--split", help="test (the paper's, 10k images) or val (the 5k held out)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", help="CIFAR-10 location if not the run's (same data, checked)."),
+    data_dir: str | None = typer.Option(None, "--data-dir", "-d", help="CIFAR-10 location if not the run's (same data, checked)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     batch_size: int = typer.Option(500, "--batch-size", help="Images per forward pass (memory only)."),
 ) -> None:
@@ -401,17 +400,17 @@ def bench(
 def run(
     experiment: str = typer.Argument(..., help="An experiments/NAME.toml spec (e.g. cifar10-depth) or a path to one."),
     profile: str = typer.Option("quick", "--profile", "-p", help="paper (the paper's schedule), quick (1/16 of it on CIFAR-10) or smoke (seconds; a subset of the runs)."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds replacing the spec's, e.g. 0,1,2."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds replacing the spec's, e.g. 0,1,2."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Runs at once, each in its own process with cores // N threads."),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Parent of <dataset>/<run>/ directories (default: results/, what tables and figures read)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", help="Data location (default: $RESNET_REPRO_DATA, else the first of the spec's `data` that exists)."),
+    data_dir: str | None = typer.Option(None, "--data-dir", "-d", help="Data location (default: $RESNET_REPRO_DATA, else the first of the spec's `data` that exists)."),
     download: bool = typer.Option(False, "--download", help="CIFAR-10: download the original through torchvision if no copy is found."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Replace the profile's length by N iterations (a custom schedule, kept apart in tables)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per run (default: cores // --jobs)."),
+    iterations: int | None = typer.Option(None, "--iterations", help="Replace the profile's length by N iterations (a custom schedule, kept apart in tables)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads per run (default: cores // --jobs)."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32 or bf16 (as for train)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     launcher: str = typer.Option("local", "--launcher", help="local (processes here) or slurm (one submitit job per run; needs the slurm extra)."),
-    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition for --launcher slurm."),
+    slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="Slurm partition for --launcher slurm."),
     slurm_time: int = typer.Option(24 * 60, "--slurm-time", help="Time limit per job in minutes for --launcher slurm."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files in each run directory."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show the runs and what would be done to each."),
@@ -487,7 +486,7 @@ def figure(
     runs_dir: list[Path] = typer.Option(
         [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Base path or folder (default results/figures/figureN); writes .png and .pdf."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Base path or folder (default results/figures/figureN); writes .png and .pdf."),
 ) -> None:
     """Rebuild paper Figure N from logged runs as PNG and PDF: 1 (plain-20/56 on
     CIFAR-10), 4 (ImageNet 18/34), 6 (CIFAR-10 depths), 7 (layer responses)."""
@@ -525,17 +524,17 @@ def report(
 # ---------------------------------------------------------------------------- evaluate
 @app.command()
 def evaluate(
-    run: Optional[Path] = typer.Option(None, "--run", help="An ImageNet run directory (its checkpoints/final.pt)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights from `resnet-repro import-weights` (or a run's final.pt); needs --arch."),
-    arch_name: Optional[str] = typer.Option(None, "--arch", help="The net of --weights, e.g. resnet50."),
+    run: Path | None = typer.Option(None, "--run", help="An ImageNet run directory (its checkpoints/final.pt)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights from `resnet-repro import-weights` (or a run's final.pt); needs --arch."),
+    arch_name: str | None = typer.Option(None, "--arch", help="The net of --weights, e.g. resnet50."),
     protocol: str = typer.Option("10crop", "--protocol", "-p", help="center (Fig. 4 curves), 10crop (Tables 2, 3) or multiscale (Table 4: shorter sides 224..640, scores averaged)."),
     data_dir: Path = typer.Option(..., "--data-dir", "-d", help="Image-folder ImageNet with val/<wnid>/ (train/ not needed)."),
-    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Results file (default RUN/eval-<protocol>.json, or WEIGHTS.eval-<protocol>.json)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (default 100 center, 16 10-crop, 4 multi-scale)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers (default: the cores / processes, at most 16)."),
+    out_file: Path | None = typer.Option(None, "--out", "-o", help="Results file (default RUN/eval-<protocol>.json, or WEIGHTS.eval-<protocol>.json)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per batch (default 100 center, 16 10-crop, 4 multi-scale)."),
+    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers (default: the cores / processes, at most 16)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (one GPU per process under torchrun)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 (default) or bf16 autocast."),
-    images: Optional[int] = typer.Option(None, "--images", help="Evaluate only N evenly spaced val images (a quick look; recorded)."),
+    images: int | None = typer.Option(None, "--images", help="Evaluate only N evenly spaced val images (a quick look; recorded)."),
 ) -> None:
     """Top-1 and top-5 error (%) of a trained or imported ImageNet net under one of the
     paper's testing protocols, written as JSON for the tables (Tables 2-4).

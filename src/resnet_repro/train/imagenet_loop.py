@@ -55,7 +55,7 @@ from resnet_repro.train.imagenet_schedule import (
     get_imagenet_schedule,
     paper_sizes,
 )
-from resnet_repro.train.loop import _check_existing, _StopFlag, autocast
+from resnet_repro.train.loop import _check_existing, _StopFlag, autocast, write_failed
 from resnet_repro.train.schedule import lr_at
 
 EventFn = Callable[[dict], None]
@@ -443,11 +443,6 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
         log({"event": "end", "iteration": it, "status": "complete", "wall_s": round(wall(), 3)})
         return summary("complete", it)
     except OSError as exc:
-        msg = f"a write failed at iteration {it} ({exc.strerror or exc}); free space, then continue with --resume"
-        try:
-            summary("interrupted", it, msg)
-        except OSError:
-            pass
-        raise UserError(msg) from None
+        raise write_failed(summary, it, exc) from None
     finally:
         stop.restore()

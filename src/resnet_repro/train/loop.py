@@ -303,6 +303,19 @@ def _check_existing(run_dir: Path, cfg: RunConfig, resume: bool) -> dict | None:
     return None
 
 
+def write_failed(summary: Callable[..., dict], iteration: int, exc: OSError) -> UserError:
+    """The error for a log or checkpoint write that failed mid-run (a full disk): marks the
+    run ``interrupted`` where the summary can still be written, and returns the one-line
+    UserError to raise. Shared by the CIFAR and ImageNet loops."""
+    msg = (f"a write failed at iteration {iteration} ({exc.strerror or exc}); free space, then continue "
+           "with --resume")
+    try:
+        summary("interrupted", iteration, msg)
+    except OSError:
+        pass
+    return UserError(msg)
+
+
 def fit(
     cfg: RunConfig,
     run_dir: str | Path,
@@ -522,12 +535,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
         log({"event": "end", "iteration": it, "status": "complete", "wall_s": round(wall(), 3)})
         return summary("complete", it)
     except OSError as exc:
-        msg = f"a write failed at iteration {it} ({exc.strerror or exc}); free space, then continue with --resume"
-        try:
-            summary("interrupted", it, msg)
-        except OSError:
-            pass
-        raise UserError(msg) from None
+        raise write_failed(summary, it, exc) from None
     finally:
         stop.restore()
         if tb is not None:

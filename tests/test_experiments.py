@@ -67,6 +67,10 @@ def spec_error(text: str, tmp_path) -> str:
     ('tables = ["6"]', 'tables = ["9"]', "tables: unknown table '9'; use 1, 2, 3, 4, 5, 6, 7, 8, cifar-shortcuts"),
     ('figures = [6]', 'figures = [2]', "figures: unknown figure 2"),
     ('seeds = [0]', 'seeds = [0, 0]', "runs[0].seeds: seeds must be distinct"),
+    ('schedule = "quick"', 'schedule = "quick"\nseeds_for = { resnet21 = [0] }',
+     "profiles.quick.seeds_for names 'resnet21', which is not among the runs"),
+    ('schedule = "quick"', 'schedule = "quick"\nseeds_for = { resnet20 = [] }',
+     "seeds_for.resnet20 must be a non-empty list"),
     ('schedule = "smoke"', 'schedule = "smoke"\nonly = ["resnet20"]', "profiles.smoke.only names 'resnet20', which is not among the runs"),
     ('name = "tiny"', 'name = "other"', "name: 'other' differs from the file name; set name = 'tiny'"),
     ('seeds = [0]', 'seeds = [0', "not valid TOML"),
@@ -88,8 +92,15 @@ def test_shipped_specs():
     specs = {s.name: s for s in load_all_specs()}
     depth = specs["cifar10-depth"]
     runs_paper = depth.expand("paper")
-    assert len(runs_paper) == 13
+    assert len(runs_paper) == 17  # 6 nets x 1 seed, ResNet-20/56 x 3 seeds, ResNet-110 x 5 (Table 6)
     assert sorted(seed for a, _, seed, _ in runs_paper if a == "resnet110") == [0, 1, 2, 3, 4]
+    quick = depth.expand("quick")  # issue 7: the 13 stored runs
+    assert len(quick) == 13
+    assert [seed for a, _, seed, _ in quick if a == "resnet110"] == [0]
+    assert [seed for a, _, seed, _ in quick if a == "resnet56"] == [0, 1, 2]
+    assert {a for a, _, seed, _ in quick if seed == 0} == {f"{k}{d}" for k in ("plain", "resnet")
+                                                            for d in (20, 32, 44, 56)} | {"resnet110"}
+    assert depth.expand("quick", seeds=[4]) == [(a, s, 4, st) for a, s, _, st in quick if _ == 0]
     assert {(a, s) for a, s, _, _ in runs_paper} >= {("plain20", None), ("resnet56", "A")}
     assert depth.expand("smoke") == [("plain20", None, 0, None), ("plain56", None, 0, None),
                                      ("resnet20", "A", 0, None), ("resnet56", "A", 0, None)]

@@ -31,6 +31,7 @@ Spec format (see ``experiments/cifar10-depth.toml``)::
     schedule = "quick"              # or iterations = N
     only = ["resnet20"]             # optional subset (arch or arch-shortcut)
     seeds = [0]                     # optional: replaces every group's seeds
+    seeds_for = {resnet110 = [0]}   # optional: replaces the seeds of the runs named
 """
 
 from __future__ import annotations
@@ -119,7 +120,17 @@ class Profile(BaseModel):
     iterations: int | None = Field(None, ge=4)
     only: list[str] | None = None
     seeds: list[int] | None = None
+    seeds_for: dict[str, list[int]] = Field(default_factory=dict)
     note: str = ""
+
+    @field_validator("seeds_for")
+    @classmethod
+    def _seeds_for_ok(cls, v: dict[str, list[int]]) -> dict[str, list[int]]:
+        for name, seeds in v.items():
+            if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+                raise ValueError(f"seeds_for.{name} must be a non-empty list of distinct non-negative integers, "
+                                 f"got {seeds}")
+        return v
 
     @model_validator(mode="after")
     def _one_length(self) -> Profile:
@@ -184,9 +195,10 @@ class ExperimentSpec(BaseModel):
             if self.dataset == "cifar10" and p.schedule is not None and p.schedule not in SCHEDULES:
                 raise ValueError(f"profiles.{pname}.schedule {p.schedule!r} is not a CIFAR-10 schedule; "
                                  f"use {', '.join(SCHEDULES)} or iterations = N")
-            for o in p.only or []:
+            for o in [*(p.only or []), *p.seeds_for]:
                 if o not in labels:
-                    raise ValueError(f"profiles.{pname}.only names {o!r}, which is not among the runs; "
+                    key = "only" if o in (p.only or []) else "seeds_for"
+                    raise ValueError(f"profiles.{pname}.{key} names {o!r}, which is not among the runs; "
                                      f"use one of {', '.join(sorted(labels))}")
         return self
 
@@ -202,7 +214,9 @@ class ExperimentSpec(BaseModel):
 
     def expand(self, profile: str, seeds: list[int] | None = None) -> list[tuple[str, str | None, int, str | None]]:
         """``[(arch, shortcut, seed, stride_on), ...]`` of the runs of ``profile`` (its
-        ``only`` subset and ``seeds`` applied; ``seeds`` replaces all), shortcut resolved
+        ``only`` subset applied; seeds from, in this order of precedence, the ``seeds``
+        argument, the profile's ``seeds_for`` entry for the arch or arch-shortcut, the
+        profile's ``seeds``, the group's seeds), shortcut resolved
         to the paper's default where the spec gives none (None for plain nets), without
         duplicates, in spec order.
 
@@ -219,7 +233,12 @@ class ExperimentSpec(BaseModel):
                     short = resolve_shortcut(spec(arch), sc)
                     if prof.only is not None and arch not in prof.only and f"{arch}-{short}" not in prof.only:
                         continue
-                    for seed in seeds if seeds is not None else (prof.seeds if prof.seeds is not None else g.seeds):
+                    chosen = seeds
+                    if chosen is None:
+                        chosen = prof.seeds_for.get(f"{arch}-{short}", prof.seeds_for.get(arch))
+                    if chosen is None:
+                        chosen = prof.seeds if prof.seeds is not None else g.seeds
+                    for seed in chosen:
                         item = (arch, short, seed, g.stride_on)
                         if item not in out:
                             out.append(item)
@@ -521,7 +540,9 @@ def _inspect(p: PlannedRun, config_cls: type) -> None:
     if status == "diverged":
         p.status, p.note = "diverged", f"{summary.get('message', 'diverged')}; delete {p.run_dir} to train it again"
         return
-    p.status = "interrupted" if status != "running" else "running"
+    from resnet_repro.runs import lock_held
+
+    p.status = "running" if lock_held(p.run_dir) else "interrupted"
     try:
         old = config_cls.model_validate(stored["config"])
     except (ValidationError, KeyError, TypeError):

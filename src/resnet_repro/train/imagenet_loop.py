@@ -55,7 +55,7 @@ from resnet_repro.train.imagenet_schedule import (
     get_imagenet_schedule,
     paper_sizes,
 )
-from resnet_repro.train.loop import _check_existing, _StopFlag, autocast, write_failed
+from resnet_repro.train.loop import StopFlag, autocast, check_existing, write_failed
 from resnet_repro.train.schedule import lr_at
 
 EventFn = Callable[[dict], None]
@@ -189,7 +189,7 @@ def fit_imagenet(
                 raise UserError(f"cannot write to {run_dir} ({exc.strerror}); choose a writable --out") from None
             lock.acquire()
             runs.prepare_run_dir(run_dir)  # refuses symlinked run files, removes temp files of killed writes
-            return _check_existing(run_dir, cfg, resume)
+            return check_existing(run_dir, cfg, resume)
 
         done = distributed.run_on_main(ctx, open_run)
         if done is not None:
@@ -350,7 +350,7 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
             "skipped_images": skipped_total,
         })
 
-    stop = _StopFlag()
+    stop = StopFlag()
     stop.install()
     acc = torch.tensor([win[0], win[1], float(win[2]), 0.0], dtype=torch.float64, device=dev)
     step_t0 = time.perf_counter()

@@ -250,8 +250,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: tor
     return 100.0 * wrong.item() / len(x)
 
 
-class _StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checkpoints and stops at the next iteration."""
+class StopFlag:
+    """Set by SIGINT/SIGTERM (``signum`` records which); a training loop checks it after
+    each iteration, checkpoints and stops with the run marked ``interrupted``. Shared by
+    the CIFAR and ImageNet loops. ``install`` is a no-op off the main thread."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -273,8 +275,20 @@ class _StopFlag:
             signal.signal(s, h)
 
 
-def _check_existing(run_dir: Path, cfg: RunConfig, resume: bool) -> dict | None:
-    """Validate an existing run directory; return its summary if the run is complete."""
+def check_existing(run_dir: Path, cfg: RunConfig, resume: bool) -> dict | None:
+    """Check what ``run_dir`` already holds before training ``cfg`` there (shared by the
+    CIFAR and ImageNet loops).
+
+    Returns:
+        the stored summary if the run is complete and ``resume`` is set (nothing to do);
+        None if the directory is empty/new or holds an unfinished run of the same config
+        that ``resume`` allows to continue.
+
+    Raises:
+        UserError: unreadable or invalid config.json, checkpoints without a config, a
+            different config (the fields named), a complete run without ``resume``, or
+            an unfinished run without ``resume``.
+    """
     old = runs.read_json(run_dir / "config.json")
     if old is None:
         if (run_dir / "config.json").exists():
@@ -359,7 +373,7 @@ def fit(
         raise UserError(f"cannot write to {run_dir} ({exc.strerror}); choose a writable --out") from None
     with runs.RunLock(run_dir):
         runs.prepare_run_dir(run_dir)  # refuses symlinked run files, removes temp files of killed writes
-        done = _check_existing(run_dir, cfg, resume)
+        done = check_existing(run_dir, cfg, resume)
         if done is not None:
             emit({"event": "already_complete", "iteration": done.get("iterations_done", cfg.iterations)})
             return done
@@ -468,7 +482,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
 
     order = BatchOrder(len(data.train_x), cfg.batch_size, cfg.seed, dev)
     sub = cfg.eval_subset
-    stop = _StopFlag()
+    stop = StopFlag()
     stop.install()
     win_loss = torch.zeros((), device=dev)
     win_wrong = torch.zeros((), device=dev, dtype=torch.long)

@@ -55,7 +55,18 @@ from resnet_repro.train.imagenet_schedule import (
     get_imagenet_schedule,
     paper_sizes,
 )
-from resnet_repro.train.loop import StopFlag, autocast, check_existing, write_failed
+from resnet_repro.train.loop import (
+    StopFlag,
+    autocast,
+    check_existing,
+    check_same_data,
+    diverged_message,
+    ensure_writable,
+    refuse_past_end,
+    restore_training_state,
+    summary_fields,
+    write_failed,
+)
 from resnet_repro.train.schedule import lr_at
 
 EventFn = Callable[[dict], None]
@@ -180,13 +191,7 @@ def fit_imagenet(
         distributed.per_rank_batch(cfg.batch_size, ctx.world_size)
 
         def open_run() -> dict | None:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                probe = run_dir / ".write-test"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as exc:
-                raise UserError(f"cannot write to {run_dir} ({exc.strerror}); choose a writable --out") from None
+            ensure_writable(run_dir)
             lock.acquire()
             runs.prepare_run_dir(run_dir)  # refuses symlinked run files, removes temp files of killed writes
             return check_existing(run_dir, cfg, resume)
@@ -218,23 +223,14 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
     def load_data():
         nonlocal kept_log
         index = build_index(cfg.data_dir)
-        if cfg.data_checksum and cfg.data_checksum != index.digest:
-            raise UserError(f"the data at {cfg.data_dir} differs from the run's (index digest {index.digest[:12]} vs "
-                            f"{cfg.data_checksum[:12]}); point --data-dir at the copy the run used")
-        old = runs.read_json(run_dir / "config.json")
-        old_sum = (old or {}).get("config", {}).get("data_checksum")
-        if old_sum not in (None, index.digest):
-            raise UserError(f"{run_dir} was trained on other data (digest {old_sum[:12]}); point --data-dir at "
-                            "that copy or choose another --name")
+        check_same_data(run_dir, cfg, index.digest, "index digest")
         stats = compute_stats(index, s.crop, s.test_short, s.mean_images, workers=workers, seed=0)
         state = None
         if resume:
             state = checkpoint.load_latest(ckpt_dir, map_location="cpu")
             if state is not None:
                 checkpoint.check_compatible(state, cfg.arch, cfg.shortcut, len(index.classes), ckpt_dir)
-                if state["iteration"] >= cfg.iterations:
-                    raise UserError(f"the checkpoint in {ckpt_dir} is at iteration {state['iteration']}, past this "
-                                    f"run's {cfg.iterations}; start without --resume in a new directory")
+                refuse_past_end(state, cfg, ckpt_dir)  # before the model is built
                 kept_log = checkpoint.log_prefix(metrics_path, state)  # checked against its digest
         return index, stats.to_state(), state
 
@@ -260,13 +256,7 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
     skipped_total = 0
     plateau = PlateauRule(s.plateau_patience, s.plateau_threshold)
     if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise UserError(f"the checkpoint in {ckpt_dir} does not fit {cfg.arch}: {first}; start again without "
-                            "--resume in a new directory") from None
+        restore_training_state(model, opt, state, cfg, ckpt_dir)
         start, wall_prev, train_s = int(state["iteration"]), float(state["wall_s"]), float(state["train_s"])
         if ctx.is_main:  # the saved window is global; the other ranks add their parts from zero
             win = [float(state["window"][0]), float(state["window"][1]), int(state["window"][2])]
@@ -324,13 +314,9 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
 
     def summary(status: str, it: int, message: str | None = None) -> dict:
         out = {
-            "status": status, "iterations_done": it, "iterations": cfg.iterations,
-            "final_train_error": last_eval.get("train_error"), "final_val_error": last_eval.get("val_error"),
-            "final_val_top5_error": last_eval.get("val_top5_error"), "final_test_error": None,
-            "eval_iteration": last_eval.get("iteration"), "wall_s": round(wall(), 2), "train_s": round(train_s, 2),
-            "images_per_s": round(it * cfg.batch_size / train_s, 1) if train_s > 0 else None,
-            "precision": cfg.precision, "threads": torch.get_num_threads(), "device": device,
-            "world_size": ctx.world_size, "data_source_kind": "image-folder", "skipped_images": skipped_total,
+            **summary_fields(status, it, cfg, last_eval, wall(), train_s, device, "image-folder"),
+            "final_val_top5_error": last_eval.get("val_top5_error"),
+            "world_size": ctx.world_size, "skipped_images": skipped_total,
             "lr_drops": plateau.drops if s.lr_rule == "plateau" else None,
         }
         if message:
@@ -399,8 +385,7 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
                      "images_per_s": round(it * cfg.batch_size / train_s, 1) if train_s else None,
                      "skipped_images": skipped_total, "wall_s": round(wall(), 3)})
                 if not math.isfinite(w_loss):
-                    msg = (f"training loss became {w_loss} between iterations {it - cfg.log_every + 1} and {it} "
-                           f"(lr {lr}); the run diverged, try a lower --lr")
+                    msg = diverged_message(w_loss, it, cfg, lr, "a lower --lr")
                     log({"event": "end", "iteration": it, "status": "diverged", "message": msg})
                     return summary("diverged", it, msg)
                 if it % cfg.eval_every == 0 or it == cfg.iterations:

@@ -330,6 +330,96 @@ def write_failed(summary: Callable[..., dict], iteration: int, exc: OSError) -> 
     return UserError(msg)
 
 
+def ensure_writable(run_dir: Path) -> None:
+    """Create ``run_dir`` (and its parents) and check that a file can be written there,
+    before any lock or data is touched.
+
+    Raises:
+        UserError: the directory cannot be created or written (the OS reason named).
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to {run_dir} ({exc.strerror}); choose a writable --out") from None
+
+
+def check_same_data(run_dir: Path, cfg: RunConfig, digest: str, what: str = "checksum") -> None:
+    """Refuse to train on data other than the run's: ``digest`` (of the data found at
+    ``cfg.data_dir``; ``what`` names the kind of digest in messages) must equal the one
+    the config carries and the one stored in ``run_dir/config.json``, where either is set.
+
+    Raises:
+        UserError: naming both digests and the fix.
+    """
+    if cfg.data_checksum and cfg.data_checksum != digest:
+        raise UserError(f"the data at {cfg.data_dir} differs from the run's ({what} {digest[:12]} vs "
+                        f"{cfg.data_checksum[:12]}); point --data-dir at the copy the run used")
+    old = runs.read_json(run_dir / "config.json")
+    old_sum = (old or {}).get("config", {}).get("data_checksum") if isinstance((old or {}).get("config"), dict) else None
+    if old_sum not in (None, digest):
+        raise UserError(f"{run_dir} was trained on other data ({what} {str(old_sum)[:12]}); point --data-dir at "
+                        "that copy or choose another --name")
+
+
+def refuse_past_end(state: dict, cfg: RunConfig, ckpt_dir: Path) -> None:
+    """Refuse a resume checkpoint at or past the run's last iteration (it belongs to
+    another run: the final weights are not a resume checkpoint).
+
+    Raises:
+        UserError: naming both iteration counts.
+    """
+    if state["iteration"] >= cfg.iterations:
+        raise UserError(f"the checkpoint in {ckpt_dir} is at iteration {state['iteration']}, past this run's "
+                        f"{cfg.iterations}; it belongs to another run: start without --resume in a new directory")
+
+
+def restore_training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict, cfg: RunConfig,
+                           ckpt_dir: Path) -> None:
+    """Load a checkpoint's model and optimizer state for ``--resume`` (the checkpoint was
+    already checked for arch, shortcut and class count by ``checkpoint.check_compatible``).
+
+    Raises:
+        UserError: the checkpoint is at or past the run's last iteration
+            (:func:`refuse_past_end`), or its tensors do not fit the model (first line of
+            the reason named).
+    """
+    refuse_past_end(state, cfg, ckpt_dir)
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"the checkpoint in {ckpt_dir} does not fit {cfg.arch} (shortcut {cfg.shortcut or '-'}): "
+                        f"{first}; start the run again without --resume in a new directory") from None
+
+
+def summary_fields(status: str, it: int, cfg: RunConfig, last_eval: dict, wall_s: float, train_s: float,
+                   device: str, data_source_kind: str) -> dict:
+    """The summary keys both loops write (``summary.json``): status, iterations done of
+    the run's total, the last evaluation's errors in percent (``final_*``; None before
+    the first), wall and training seconds, training images/s, precision, threads,
+    device and the kind of data source. The loops add their own keys to it."""
+    return {
+        "status": status, "iterations_done": it, "iterations": cfg.iterations,
+        "final_train_error": last_eval.get("train_error"), "final_val_error": last_eval.get("val_error"),
+        "final_test_error": last_eval.get("test_error"), "eval_iteration": last_eval.get("iteration"),
+        "wall_s": round(wall_s, 2), "train_s": round(train_s, 2),
+        "images_per_s": round(it * cfg.batch_size / train_s, 1) if train_s > 0 else None,
+        "precision": cfg.precision, "threads": torch.get_num_threads(), "device": device,
+        "data_source_kind": data_source_kind,
+    }
+
+
+def diverged_message(loss: float, it: int, cfg: RunConfig, lr: float, fix: str) -> str:
+    """The message of a run whose logged training loss over the window ending at
+    iteration ``it`` is not finite; ``fix`` names what to try."""
+    return (f"training loss became {loss} between iterations {it - cfg.log_every + 1} and {it} "
+            f"(lr {lr}); the run diverged, try {fix}")
+
+
 def fit(
     cfg: RunConfig,
     run_dir: str | Path,
@@ -364,13 +454,7 @@ def fit(
     """
     run_dir = Path(run_dir)
     emit = on_event or (lambda ev: None)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to {run_dir} ({exc.strerror}); choose a writable --out") from None
+    ensure_writable(run_dir)
     with runs.RunLock(run_dir):
         runs.prepare_run_dir(run_dir)  # refuses symlinked run files, removes temp files of killed writes
         done = check_existing(run_dir, cfg, resume)
@@ -392,20 +476,10 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
         torch.set_num_threads(cfg.threads)
     dev = torch.device(cfg.device)
     data = prepare_data(cfg, download=download)
-    if cfg.data_checksum and cfg.data_checksum != data.checksum:
-        raise UserError(
-            f"the data at {cfg.data_dir} differs from the run's (checksum {data.checksum[:12]} vs "
-            f"{cfg.data_checksum[:12]}); point --data-dir at the copy the run used"
-        )
+    check_same_data(run_dir, cfg, data.checksum)
     cfg = cfg.model_copy(update={"data_checksum": data.checksum})
     auto, auto_why = resolve_precision("auto", cfg.device)
     why = f"auto: {auto_why}" if auto == cfg.precision else "set explicitly"
-    old = runs.read_json(run_dir / "config.json")
-    if old is not None and old["config"].get("data_checksum") not in (None, data.checksum):
-        raise UserError(
-            f"{run_dir} was trained on other data (checksum {old['config']['data_checksum'][:12]}); "
-            f"point --data-dir at that copy or choose another --name"
-        )
 
     model, opt, step_model = build_model(cfg)
 
@@ -417,16 +491,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
     last_eval: dict = {}
     if state is not None:
         checkpoint.check_compatible(state, cfg.arch, cfg.shortcut, 10, ckpt_dir)
-        if state["iteration"] >= cfg.iterations:
-            raise UserError(f"the checkpoint in {ckpt_dir} is at iteration {state['iteration']}, past this run's "
-                            f"{cfg.iterations}; it belongs to another run: start without --resume in a new directory")
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise UserError(f"the checkpoint in {ckpt_dir} does not fit {cfg.arch} (shortcut {cfg.shortcut or '-'}): "
-                            f"{first}; start the run again without --resume in a new directory") from None
+        restore_training_state(model, opt, state, cfg, ckpt_dir)
         start, wall_prev, train_s = int(state["iteration"]), float(state["wall_s"]), float(state["train_s"])
         warmup_active = bool(state["warmup_active"])
         win = [float(state["window"][0]), float(state["window"][1]), int(state["window"][2])]
@@ -457,16 +522,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
          "test_images": len(data.test_x), "warmup_active": warmup_active})
 
     def summary(status: str, it: int, message: str | None = None) -> dict:
-        imgs = it * cfg.batch_size
-        s = {
-            "status": status, "iterations_done": it, "iterations": cfg.iterations,
-            "final_train_error": last_eval.get("train_error"), "final_val_error": last_eval.get("val_error"),
-            "final_test_error": last_eval.get("test_error"), "eval_iteration": last_eval.get("iteration"),
-            "wall_s": round(wall(), 2), "train_s": round(train_s, 2),
-            "images_per_s": round(imgs / train_s, 1) if train_s > 0 else None,
-            "precision": cfg.precision, "threads": torch.get_num_threads(), "device": cfg.device,
-            "data_source_kind": data.source_kind,
-        }
+        s = summary_fields(status, it, cfg, last_eval, wall(), train_s, cfg.device, data.source_kind)
         if message:
             s["message"] = message
         runs.write_summary(run_dir, s)
@@ -518,8 +574,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
                 win_wrong.zero_()
                 win_n = 0
                 if not math.isfinite(w_loss):
-                    msg = (f"training loss became {w_loss} between iterations {it - cfg.log_every + 1} and {it} "
-                           f"(lr {lr}); the run diverged, try a lower --lr or --warmup on")
+                    msg = diverged_message(w_loss, it, cfg, lr, "a lower --lr or --warmup on")
                     log({"event": "end", "iteration": it, "status": "diverged", "message": msg})
                     return summary("diverged", it, msg)
                 if warmup_active and (w_err < cfg.warmup_until_train_error or it >= cfg.warmup_max_iterations):

@@ -340,16 +340,16 @@ def test_second_process_is_refused_with_the_owner_named(tiny_tree, tmp_path, cap
 
 
 
-def test_lock_held_sees_a_live_holder_without_disturbing_it(tmp_path):
+def test_run_in_progress_sees_a_live_holder_without_disturbing_it(tmp_path):
     run = tmp_path / "r"
-    assert runs.lock_held(run) is False  # no directory at all
+    assert runs.run_in_progress(run) is False  # no directory at all
     with runs.RunLock(run) as lock:
         before = (run / ".lock").read_bytes()
-        assert runs.lock_held(run) is True
+        assert runs.run_in_progress(run) is True
         assert lock.held and (run / ".lock").read_bytes() == before
-    assert runs.lock_held(run) is False
+    assert runs.run_in_progress(run) is False
     (run / ".lock").write_text("999999999 1\n")  # left by a process that no longer exists
-    assert runs.lock_held(run) is False
+    assert runs.run_in_progress(run) is False
 
 
 _LOCK_WORKER = r"""

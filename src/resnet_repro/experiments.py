@@ -540,9 +540,9 @@ def _inspect(p: PlannedRun, config_cls: type) -> None:
     if status == "diverged":
         p.status, p.note = "diverged", f"{summary.get('message', 'diverged')}; delete {p.run_dir} to train it again"
         return
-    from resnet_repro.runs import lock_held
+    from resnet_repro.runs import run_in_progress
 
-    p.status = "running" if lock_held(p.run_dir) else "interrupted"
+    p.status = "running" if run_in_progress(p.run_dir) else "interrupted"
     try:
         old = config_cls.model_validate(stored["config"])
     except (ValidationError, KeyError, TypeError):

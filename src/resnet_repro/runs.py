@@ -125,34 +125,6 @@ class RunLock:
         self.release()
 
 
-def lock_held(run_dir: Path) -> bool:
-    """Whether another process holds the run lock of ``run_dir`` now (a training in
-    progress), found without taking or changing the lock: a shared ``flock`` is tried on
-    a read-only descriptor and let go at once. Where ``flock`` is not available, whether
-    the process named in ``.lock`` is alive. Never raises."""
-    path = Path(run_dir) / ".lock"
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return False
-    try:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return True
-        owner = _read_owner(path)
-        return owner is not None and _owner_alive(owner, bare_pid_alive=True, flock_held=False)
-    except ImportError:
-        owner = _read_owner(path)
-        return owner is not None and _owner_alive(owner, bare_pid_alive=True, flock_held=False)
-    finally:
-        os.close(fd)
-
-
 def _try_flock(fd: int) -> bool | None:
     """True: locked; False: another process holds it; None: no flock here."""
     try:

@@ -45,7 +45,7 @@ def test_figure1_files_and_curves(cifar_runs, tmp_path):
     # The paper's 0-20% axis, grown in steps of 10 to show curves that lie above it.
     top = max(max(ln.get_ydata()) for ln in left.lines)
     assert left.get_ylim() == (0.0, 20.0 if top <= 20 else float(np.ceil(top / 10) * 10))
-    assert "quick schedule, 4,000 iterations (paper: 64,000)" in d.title
+    assert "quick schedule, 4,000 iterations (paper: 64,000); data: synthetic" in d.title
     assert d.runs == [str(cifar_runs / "cifar10" / n) for n in ("plain20-quick-s0", "plain56-quick-s0")]
 
 
@@ -105,7 +105,7 @@ def test_figure4_from_imagenet_runs(tmp_path):
     assert [(ln.get_linewidth(), list(ln.get_ydata())) for ln in right.lines] == [(0.8, [50.0, 25.0]),
                                                                                    (2.2, [45.0, 30.5])]
     np.testing.assert_allclose(right.lines[1].get_xdata(), [10.0, 60.0])
-    assert "ours:" not in fig.title  # the paper's length: no note
+    assert "ours: paper schedule, 600,000 iterations" in fig.title and "(paper:" not in fig.title
 
 
 def test_corrupt_metrics_line_is_skipped_with_a_warning(tmp_path):

@@ -185,3 +185,18 @@ def test_cli_table_formats_and_out(golden, tmp_path, capsys):
         main(["table", "9"])
     assert e.value.code == 2
     assert "Tables 1 to 8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("data_dir, kind, expect", [
+    ("../shared/data/cifar10-jpeg.tar.gz", "image-folder (jpg)", "cifar10-jpeg.tar.gz (image-folder (jpg))"),
+    ("data/cifar10/cifar-10-batches-py/", "cifar-10-batches-py", "cifar-10-batches-py (original CIFAR-10 batches)"),
+    ("synthetic", "synthetic", "synthetic"),
+    (None, "image-folder (png)", "image-folder (png)"),
+    ("/data/c10", None, "c10"),
+    (None, None, None),
+    (3, ["x"], None),
+])
+def test_data_copy_names_the_file_and_kind(data_dir, kind, expect):
+    from resnet_repro.runs import data_copy_name
+
+    assert data_copy_name(data_dir, kind) == expect

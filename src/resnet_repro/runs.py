@@ -355,7 +355,7 @@ _CONFIG_REQUIRED = ("arch", "schedule", "iterations")
 _SUMMARY_NUMBERS = ("final_train_error", "final_val_error", "final_test_error", "wall_s", "images_per_s",
                     "iterations_done")
 RUN_COLUMNS = ("arch", "shortcut", "dataset", "schedule", "iterations", "seed", "hardware", "data_source_kind",
-               "status", *_SUMMARY_NUMBERS, "run_dir")
+               "data_copy", "status", *_SUMMARY_NUMBERS, "run_dir")
 
 
 def _config_problem(cfg: dict) -> str | None:
@@ -375,9 +375,23 @@ def _number(v: Any) -> float | int | None:
     return v if math.isfinite(v) else None
 
 
+def data_copy_name(data_dir: Any, kind: Any) -> str | None:
+    """How tables and figures name the data copy a run was trained on: the last part of
+    its ``data_dir`` and the kind of source, e.g. ``"cifar10-jpeg.tar.gz (image-folder
+    (jpg))"`` or ``"cifar-10-batches-py (original CIFAR-10 batches)"``; None if neither
+    is known."""
+    kind_s = kind if isinstance(kind, str) and kind else None
+    if kind_s == "cifar-10-batches-py":
+        kind_s = "original CIFAR-10 batches"
+    name = Path(data_dir.rstrip("/\\")).name if isinstance(data_dir, str) and data_dir.strip("/\\") else None
+    if name and kind_s and name != kind_s:
+        return f"{name} ({kind_s})"
+    return name or kind_s
+
+
 def load_runs(roots: list[Path] | Path) -> pd.DataFrame:
     """One row per run under ``roots``: the config fields, provenance (``hardware``,
-    ``data_source_kind``), and the summary (``status``, ``final_train_error``,
+    ``data_source_kind``, and ``data_copy`` from :func:`data_copy_name`), and the summary (``status``, ``final_train_error``,
     ``final_val_error``, ``final_test_error``, ``wall_s``, ``images_per_s``,
     ``iterations_done``). The frame always has the columns of :data:`RUN_COLUMNS`.
 
@@ -404,6 +418,7 @@ def load_runs(roots: list[Path] | Path) -> pd.DataFrame:
         row["hardware"] = hw_name if isinstance(hw_name, str) else None
         kind = prov.get("data_source_kind")
         row["data_source_kind"] = kind if isinstance(kind, str) else None
+        row["data_copy"] = data_copy_name(row.get("data_dir"), row["data_source_kind"])
         summ = read_json(d / "summary.json") or {}
         status = summ.get("status", "unknown")
         if status not in STATUSES:

@@ -18,7 +18,7 @@ from resnet_repro.analysis.responses import RESPONSES_FILE, read_responses
 from resnet_repro.errors import UserError
 from resnet_repro.models import spec
 from resnet_repro.report.figures import save as save_figure
-from resnet_repro.runs import find_runs
+from resnet_repro.runs import data_copy_name, find_runs, read_json
 
 # Colours by depth, so plain-20 and ResNet-20 share one (dashed vs solid).
 _DEPTH_COLOURS = {20: "tab:blue", 32: "tab:purple", 44: "tab:brown", 56: "tab:orange", 110: "tab:green",
@@ -91,9 +91,14 @@ def _describe(rs: list[dict]) -> str:
     """Subtitle naming schedule(s), image set and data copy."""
     scheds = sorted({f"{r['schedule']} ({int(r['iterations']):,} iterations)" for r in rs})
     splits = sorted({f"{r['split']} set, {int(r['images']):,} images" for r in rs})
-    kinds = sorted({str(r.get("data_source_kind")) for r in rs if r.get("data_source_kind")})
+    copies = set()
+    for r in rs:
+        cfg = (read_json(Path(r["run_dir"]) / "config.json") or {}).get("config")
+        copy = data_copy_name(cfg.get("data_dir") if isinstance(cfg, dict) else None, r.get("data_source_kind"))
+        if copy:
+            copies.add(copy)
     line = "Ours: CIFAR-10 " + "; ".join(splits) + "; schedule " + ", ".join(scheds)
-    return line + ("\ndata: " + ", ".join(kinds) if kinds else "")
+    return line + ("\ndata: " + ", ".join(sorted(copies)) if copies else "")
 
 
 def figure7(runs_dirs: list[Path], out_base: Path) -> list[Path]:

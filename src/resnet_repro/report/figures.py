@@ -49,6 +49,7 @@ class Curve:
     schedule: str
     iterations: int
     frame: pd.DataFrame
+    data: str | None = None
 
 
 @dataclass
@@ -83,17 +84,23 @@ def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str]) -> Curve | N
     if not cell.n:
         return None
     r = cell.runs.iloc[0]
+    data = r.get("data_copy")
     return Curve(net, str(r["run_dir"]), str(r.get("schedule")), int(r.get("iterations") or 0),
-                 eval_curve(r["run_dir"]))
+                 eval_curve(r["run_dir"]), data if isinstance(data, str) else None)
 
 
 def _schedule_note(curves: list[Curve], paper_iterations: int) -> str:
-    """`` — ours: quick schedule, 4,000 iterations (paper: 64,000)`` when shorter."""
-    short = sorted({(c.schedule, c.iterations) for c in curves if c.iterations < paper_iterations})
-    if not short:
+    """A second title line naming our schedule(s) and data copies, e.g. ``ours: quick
+    schedule, 4,000 iterations (paper: 64,000); data: cifar10-jpeg.tar.gz (...)``;
+    empty without curves."""
+    if not curves:
         return ""
-    what = ", ".join(f"{s} schedule, {i:,} iterations" for s, i in short)
-    return f"\nours: {what} (paper: {paper_iterations:,})"
+    scheds = sorted({(c.schedule, c.iterations) for c in curves})
+    what = ", ".join(f"{s} schedule, {i:,} iterations" for s, i in scheds)
+    if any(i < paper_iterations for _, i in scheds):
+        what += f" (paper: {paper_iterations:,})"
+    copies = sorted({c.data for c in curves if c.data})
+    return f"\nours: {what}" + ("; data: " + ", ".join(copies) if copies else "")
 
 
 class CompressedAxis:

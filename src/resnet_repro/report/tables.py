@@ -104,11 +104,10 @@ def describe_runs(df: pd.DataFrame) -> str:
         it = r.get("iterations")
         scheds.add(f"{r.get('schedule')} ({int(it):,} iterations)" if _present(it) else str(r.get("schedule")))
     parts.append("schedule: " + ", ".join(sorted(scheds)))
-    if "data_source_kind" in df:
-        kinds = sorted({str(k) for k in df["data_source_kind"].dropna()})
-        if kinds:
-            names = [("original CIFAR-10 batches" if k == "cifar-10-batches-py" else k) for k in kinds]
-            parts.append("data: " + ", ".join(names))
+    if "data_copy" in df:
+        copies = sorted({str(k) for k in df["data_copy"].dropna()})
+        if copies:
+            parts.append("data: " + ", ".join(copies))
     if "hardware" in df:
         hw = sorted({str(h) for h in df["hardware"].dropna()})
         if hw:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from resnet_repro.cli import main
@@ -30,7 +32,13 @@ def test_report_contents(some_runs):
     assert "![Figure 6" in text and "(figures/figure6.png)" in text
     assert (some_runs / "figures" / "figure6.pdf").stat().st_size > 0
     assert "Runs behind it (2): `cifar10/plain20-quick-s0`, `cifar10/resnet20-A-quick-s0`." in text
-    assert "| `cifar10/resnet20-A-quick-s0` | cifar10 | resnet20 | A | 0 | quick (4,000) | complete | 8.50 |" in text
+    summ = json.loads((some_runs / "cifar10" / "resnet20-A-quick-s0" / "summary.json").read_text())
+    row = next(line for line in text.splitlines() if line.startswith("| `cifar10/resnet20-A-quick-s0` |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:7] == ["`cifar10/resnet20-A-quick-s0`", "cifar10", "resnet20", "A", "0", "quick (4,000)", "complete"]
+    assert cells[7:11] == [f"{summ['final_train_error']:.2f}", f"{summ['final_val_error']:.2f}", "8.50",
+                           f"{summ['wall_s']:,.0f}"]
+    assert cells[12:] == ["1", "synthetic", "synthetic CPU"]  # threads, data copy, hardware
     assert {p.name for p in res["figures"]} >= {"figure1.png", "figure1.pdf", "figure4.png", "figure6.png"}
     # rebuilt from the same runs, the report has the same bytes
     first = out.read_bytes()

@@ -59,20 +59,31 @@ def _experiments_section() -> list[str]:
     return lines
 
 
+def _num(v: object, fmt: str) -> str:
+    return format(float(v), fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else "—"
+
+
 def _runs_index(df: pd.DataFrame, start: Path) -> list[str]:
+    """One row per run: its directory, net, seed, schedule, status, the final training,
+    validation and test errors of its last evaluation, wall time, training images/s,
+    CPU threads, data copy and hardware (what each run recorded itself)."""
     lines = ["## Runs", ""]
     if df.empty:
         return lines + ["Not run yet: no run directories found.", ""]
-    lines += ["| run | data set | net | shortcut | seed | schedule | status | final test error (%) | data | hardware |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| run | data set | net | shortcut | seed | schedule | status | training error (%) | val error (%) | "
+              "test error (%) | wall time (s) | images/s | threads | data | hardware |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in df.sort_values("run_dir").iterrows():
-        err = r.get("final_test_error")
-        err_s = f"{float(err):.2f}" if isinstance(err, (int, float)) and err == err else "—"
         sc = r.get("shortcut") if isinstance(r.get("shortcut"), str) else "—"
-        sched = f"{r.get('schedule')} ({int(r['iterations']):,})" if r.get("iterations") == r.get("iterations") and r.get("iterations") is not None else str(r.get("schedule"))
+        its = r.get("iterations")
+        sched = f"{r.get('schedule')} ({int(its):,})" if isinstance(its, (int, float)) and its == its else str(r.get("schedule"))
+        threads = r.get("threads")
+        threads_s = str(int(threads)) if isinstance(threads, (int, float)) and threads == threads else "default"
         lines.append(f"| `{_rel(r['run_dir'], start)}` | {r.get('dataset')} | {r.get('arch')} | {sc} | {r.get('seed')} | "
-                     f"{sched} | {r.get('status')} | {err_s} | {r.get('data_source_kind') or '—'} | "
-                     f"{r.get('hardware') or '—'} |")
+                     f"{sched} | {r.get('status')} | {_num(r.get('final_train_error'), '.2f')} | "
+                     f"{_num(r.get('final_val_error'), '.2f')} | {_num(r.get('final_test_error'), '.2f')} | "
+                     f"{_num(r.get('wall_s'), ',.0f')} | {_num(r.get('images_per_s'), ',.1f')} | {threads_s} | "
+                     f"{r.get('data_copy') or '—'} | {r.get('hardware') or '—'} |")
     return lines + [""]
 
 

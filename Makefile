@@ -16,7 +16,7 @@ help:
 	@echo "make test        set up, run the fast tests (make test-slow: the slow ones)"
 	@echo "make setup       create $(VENV) and install the package with its dev extras"
 	@echo "make lint        ruff over src/ and tests/"
-	@echo "make table-N     paper Table N (1-8) from the run logs in results/; make figure-N (1, 4, 6, 7); make report"
+	@echo "make table-N     paper Table N (1-8) from the run logs in results/ (printed, and written to results/tableN.md); make figure-N (1, 4, 6, 7); make report"
 	@echo "make reproduce-cifar-quick   run every CIFAR-10 experiment at the quick schedule, then the report (-paper: the paper's)"
 	@echo "make bench       time our training step against the usual pipeline (BENCH=--quick for ~2 min)"
 
@@ -51,7 +51,7 @@ TABLES  := $(addprefix table-,1 2 3 4 5 6 7 8)
 FIGURES := $(addprefix figure-,1 4 6 7)
 .PHONY: $(TABLES) $(FIGURES) report reproduce-cifar-quick reproduce-cifar-paper
 $(TABLES): table-%: setup
-	$(BIN)/resnet-repro table $* --runs $(RESULTS)
+	$(BIN)/resnet-repro table $* --runs $(RESULTS) --out $(RESULTS)/table$*.md
 $(FIGURES): figure-%: setup
 	$(BIN)/resnet-repro figure $* --runs $(RESULTS) --out $(RESULTS)/figures/figure$*
 report: setup

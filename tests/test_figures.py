@@ -68,6 +68,20 @@ def test_figure6_form(cifar_runs, tmp_path):
     assert {p.name for p in paths} == {"figure6.png", "figure6.pdf"} and all(p.stat().st_size > 0 for p in paths)
 
 
+def test_figure6_grows_its_axis_for_curves_that_end_above_20(tmp_path):
+    root = tmp_path / "results"
+    write_synthetic_run(root / "cifar10" / "plain56-quick-s0", "plain56", 0, "quick", final_test_error=45.0)
+    write_synthetic_run(root / "cifar10" / "resnet20-A-quick-s0", "resnet20", 0, "quick", final_test_error=12.0)
+    d = figures.draw(6, root)
+    # left: plain-56 ends at 45% -> 0, 5, 10, 20 and 50, equally spaced; middle keeps the paper's axis
+    assert figures.yticklabels(d.figure)[:2] == [["0", "5", "10", "20", "50"], ["0", "5", "10", "20"]]
+    left = d.figure.axes[0]
+    pos = left.transData.transform([(0, v) for v in (0, 5, 10, 20, 50)])[:, 1]
+    np.testing.assert_allclose(np.diff(pos), np.diff(pos)[0], rtol=1e-6)
+    assert any("paper's axis ends at 20%" in t.get_text() for t in left.texts)
+    assert left.lines[-1].get_ydata()[-1] == 45.0
+
+
 def test_compressed_axis_round_trip():
     ax = figures.CompressedAxis([0, 5, 10, 20])
     y = np.array([-1.0, 0, 2.5, 5, 7, 10, 15, 20, 40])

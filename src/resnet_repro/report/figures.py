@@ -224,7 +224,9 @@ def draw_figure1(runs_dir: Path | list[Path]) -> Drawn:
 def draw_figure6(runs_dir: Path | list[Path]) -> Drawn:
     """Paper Fig. 6: CIFAR-10 training (dashed) and test (bold) error of plain nets (left),
     ResNets 20-110 (middle) and ResNet-110 vs 1202 (right), on the paper's compressed error
-    axis (ticks 0, 5, 10, 20; the right panel adds 1)."""
+    axis (ticks 0, 5, 10, 20; the right panel adds 1). Where a curve ends above 20% (short
+    schedules), the panel's axis grows by equally spaced ticks 50 (and 100) and marks
+    where the paper's ends."""
     rs = RunSet.load(runs_dir)
     desc = paper.figure(6)
     notes: list[str] = []
@@ -242,13 +244,20 @@ def draw_figure6(runs_dir: Path | list[Path]) -> Drawn:
             used.append(c)
             _plot_net(ax, c, "train_error", COLORS[i % len(COLORS)], "--", 0.9, None)
             _plot_net(ax, c, "test_error", COLORS[i % len(COLORS)], "-", 2.0, net)
-        CompressedAxis([0, 1, 5, 10, 20] if panel == "right" else [0, 5, 10, 20]).apply(ax)
-        _finish_axes(ax, 20)
+        ticks = [0, 1, 5, 10, 20] if panel == "right" else [0, 5, 10, 20]
+        ends = [float(y[-1]) for y in (np.asarray(ln.get_ydata(), dtype=float) for ln in ax.lines) if y.size]
+        if ends and max(ends) > 20:  # curves that end above the paper's axis (short schedules): grow it
+            ticks += [50, 100] if max(ends) > 50 else [50]
+        CompressedAxis(ticks).apply(ax)
+        if ticks[-1] > 20:
+            ax.text(0.01, ticks.index(20) / (len(ticks) - 1), "paper's axis ends at 20%", transform=ax.transAxes,
+                    ha="left", va="bottom", fontsize=6, color="0.35")
+        _finish_axes(ax, ticks[-1])
         ax.set_xlabel("iter. (1e4)")
         ax.set_ylabel("error (%)")
         ax.grid(True, axis="y", linewidth=0.3)
-        if got:
-            ax.legend(fontsize=7, loc="upper right")
+        if got:  # the paper's corner, or below the curves where they sit above its axis
+            ax.legend(fontsize=7, loc="lower left" if ticks[-1] > 20 else "upper right")
         else:
             ends = desc["read_off_end_values_approx_test"]
             _empty_note(ax, _command(specs[panel]), {n: ends[n] for n in nets if n in ends})

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from pydantic import ValidationError
 
 from resnet_repro import runs
@@ -57,7 +56,6 @@ from resnet_repro.train.imagenet_schedule import (
 )
 from resnet_repro.train.loop import (
     StopFlag,
-    autocast,
     check_existing,
     check_same_data,
     diverged_message,
@@ -65,6 +63,7 @@ from resnet_repro.train.loop import (
     refuse_past_end,
     restore_training_state,
     summary_fields,
+    train_step,
     write_failed,
 )
 from resnet_repro.train.schedule import lr_at
@@ -360,14 +359,9 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
             xf = normalize_batch(x, mean, offsets=lighting_offsets(alpha, eigval, eigvec))
             if cfg.channels_last:
                 xf = xf.contiguous(memory_format=torch.channels_last)
-            with autocast(cfg):
-                out = step_model(xf)
-                loss = F.cross_entropy(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            acc[0] += loss.detach().double() * len(y)
-            acc[1] += (out.detach().argmax(1) != y).sum()
+            loss, out = train_step(step_model, opt, xf, y, cfg)  # the CIFAR loop's step: SGD under autocast
+            acc[0] += loss.double() * len(y)
+            acc[1] += (out.argmax(1) != y).sum()
             acc[2] += len(y)
             it += 1
             emit({"event": "step", "iteration": it, "lr": lr})

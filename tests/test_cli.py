@@ -51,3 +51,20 @@ def test_console_script_entry_point():
     res = subprocess.run([sys.executable, "-m", "resnet_repro", "train", "--arch", "resnet7", "--data-dir", "x"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def _one_line(code, out, err, needle=""):
+    assert code == 2, (code, out, err)
+    assert out == "", out  # no progress bar, table or plan before the error
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle in err
+
+
+def test_table_out_is_checked_before_the_table_is_printed(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (tmp_path, blocker / "t.md"):
+        _one_line(*run_main(["table", "6", "--runs", str(tmp_path), "--out", str(out)], capsys), "cannot write")
+    assert blocker.read_text() == "x"
+    code, out, _ = run_main(["table", "6", "--runs", str(tmp_path), "--out", str(tmp_path / "new" / "t.md")], capsys)
+    assert code == 0 and "ResNet-110" in out and (tmp_path / "new" / "t.md").is_file()

@@ -234,6 +234,12 @@ def table(
 
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if out_file is not None:  # before the table is built and printed
+        from resnet_repro.fsio import unwritable_reason
+
+        why = unwritable_reason(out_file)
+        if why is not None:
+            fail(f"cannot write {out_file} ({why}); choose a writable --out")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t = get_table(number, runs_dir)

@@ -68,3 +68,16 @@ def test_table_out_is_checked_before_the_table_is_printed(tmp_path, capsys):
     assert blocker.read_text() == "x"
     code, out, _ = run_main(["table", "6", "--runs", str(tmp_path), "--out", str(tmp_path / "new" / "t.md")], capsys)
     assert code == 0 and "ResNet-110" in out and (tmp_path / "new" / "t.md").is_file()
+
+
+def test_run_checks_out_and_launcher_before_any_output(tiny_tree, tmp_path, capsys, monkeypatch):
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    base = ["run", "cifar10-depth", "--profile", "smoke", "--data-dir", str(tiny_tree), "--precision", "fp32",
+            "--device", "cpu", "--threads", "1"]
+    _one_line(*run_main([*base, "--out", str(blocker / "x")], capsys), "choose a writable --out")
+    monkeypatch.setitem(sys.modules, "submitit", None)  # the slurm extra not installed
+    _one_line(*run_main([*base, "--out", str(tmp_path / "res"), "--launcher", "slurm"], capsys), "submitit")
+    assert not (tmp_path / "res").exists()

@@ -452,6 +452,17 @@ def run(
     spec = load_spec(experiment)
     plans = plan(spec, profile, out=out, seeds=seed_list, data_dir=data_dir, iterations=iterations, jobs=jobs,
                  threads=threads, precision=precision, device=device, tensorboard=tensorboard, download=download)
+    todo = [p for p in plans if p.todo]
+    if todo and not dry_run:  # before the plan is shown and any run starts
+        from resnet_repro.fsio import unwritable_reason
+
+        why = unwritable_reason(out / spec.dataset, kind="dir")
+        if why is not None:
+            fail(f"cannot write to {out / spec.dataset} ({why}); choose a writable --out")
+    ex = None
+    if launcher == "slurm" and todo and not dry_run:  # before any output: a missing extra is one error line
+        ex = make_submitit_executor(out / ".submitit", todo[0].config.threads or 1, slurm_time,
+                                    slurm_partition, gpus=1 if todo[0].config.device.startswith("cuda") else 0)
     print_plan(console, f"{spec.name} ({profile}): {spec.title}", plans)
     if dry_run:
         return
@@ -459,14 +470,11 @@ def run(
         from resnet_repro.data.cifar import load_cifar10
 
         load_cifar10(plans[0].config.data_dir, download=True)  # once, before the runs start
-    todo = [p for p in plans if p.todo]
     if not todo:  # nothing to train: report the skipped and conflicting runs
         outcomes = execute_local(plans, jobs)
     else:
         with ExperimentProgress(console, plans) as prog:
-            if launcher == "slurm":
-                ex = make_submitit_executor(out / ".submitit", todo[0].config.threads or 1, slurm_time,
-                                            slurm_partition, gpus=1 if todo[0].config.device.startswith("cuda") else 0)
+            if ex is not None:
                 outcomes = execute_submitit(plans, ex, prog.on_event)
             else:
                 outcomes = execute_local(plans, jobs, prog.on_event)

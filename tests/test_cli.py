@@ -81,3 +81,22 @@ def test_run_checks_out_and_launcher_before_any_output(tiny_tree, tmp_path, caps
     monkeypatch.setitem(sys.modules, "submitit", None)  # the slurm extra not installed
     _one_line(*run_main([*base, "--out", str(tmp_path / "res"), "--launcher", "slurm"], capsys), "submitit")
     assert not (tmp_path / "res").exists()
+
+
+def test_failed_train_prints_one_line_and_leaves_no_directory(tiny_tree, tmp_path, capsys, monkeypatch):
+    import sys
+
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar archive")
+    base = ["train", "--arch", "resnet8", "--schedule", "smoke", "--precision", "fp32", "--device", "cpu",
+            "--threads", "1", "--out", str(tmp_path / "out")]
+    _one_line(*run_main([*base, "--data-dir", str(tmp_path / "nonexistent")], capsys), "no CIFAR-10 found")
+    _one_line(*run_main([*base, "--data-dir", str(junk)], capsys), "cannot read")
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # the extra not installed
+    _one_line(*run_main([*base, "--data-dir", str(tiny_tree), "--tensorboard"], capsys), "'.[tensorboard]'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_bad_input_prints_one_line(tmp_path, capsys):
+    _one_line(*run_main(["evaluate", "--weights", str(tmp_path / "none.pt"), "--arch", "resnet50",
+                         "--data-dir", str(tmp_path), "--protocol", "center"], capsys))

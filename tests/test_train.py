@@ -170,3 +170,16 @@ def test_unwritable_output(tiny_tree, tmp_path):
     blocker.write_text("x")
     with pytest.raises(UserError, match="cannot write to"):
         fit(cfg_for(tiny_tree, iterations=8), blocker / "run")
+
+
+def test_failed_start_leaves_no_run_directory(tiny_tree, tmp_path):
+    junk = tmp_path / "data.tar"
+    junk.write_bytes(b"not a tar archive")
+    for data in (tmp_path / "nonexistent", junk):
+        with pytest.raises(UserError):
+            fit(cfg_for(data, iterations=8), tmp_path / "out" / "r")
+        assert not (tmp_path / "out").exists()
+    (tmp_path / "mine").mkdir()  # a folder that was there before is left alone
+    with pytest.raises(UserError):
+        fit(cfg_for(tmp_path / "nonexistent", iterations=8), tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir()

@@ -571,15 +571,27 @@ def evaluate(
     from resnet_repro.train.distributed import env_rank
 
     main_rank = env_rank() == 0
-    with Progress(TextColumn(f"[bold]{protocol}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, disable=not main_rank) as prog:
-        task = prog.add_task("eval", total=None)
+    prog = Progress(TextColumn(f"[bold]{protocol}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, disable=not main_rank)
+    task = prog.add_task("eval", total=None)
+
+    started = []
+
+    def on_start(n: int) -> None:  # the bar appears once the inputs are checked and loaded
+        prog.update(task, total=n)
+        prog.start()
+        started.append(True)
+
+    try:
         result, path = run_evaluation(
             protocol, str(data_dir), run_dir=None if run is None else str(run),
             weights=None if weights is None else str(weights), arch=arch_name,
             out=None if out_file is None else str(out_file), batch_size=batch_size, workers=workers,
             device=device, precision=precision, images=images,
-            on_start=lambda n: prog.update(task, total=n), on_batch=lambda k: prog.advance(task, k))
+            on_start=on_start, on_batch=lambda k: prog.advance(task, k))
+    finally:
+        if started:
+            prog.stop()
     if main_rank:
         console.print(f"{result_line(result)}; wrote {path}", highlight=False, soft_wrap=True)
 

@@ -31,16 +31,27 @@ class TrainProgress:
         self.task = None
 
     def __enter__(self) -> TrainProgress:
-        self.progress.start()
-        self.task = self.progress.add_task(self.cfg.run_name, total=self.cfg.iterations, lr="-", loss="-",
-                                           err="-", ips="-")
+        # The bar is drawn from the run's first event on (start or resume): an error
+        # in the checks before it (data, run directory, extras) is then the only line
+        # printed.
         return self
 
+    def _ensure_started(self) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(self.cfg.run_name, total=self.cfg.iterations, lr="-", loss="-",
+                                               err="-", ips="-")
+
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
     def on_event(self, ev: dict) -> None:
         kind = ev.get("event")
+        if kind == "already_complete":
+            self.console.print(f"{self.run_dir} is already complete; nothing to do", highlight=False)
+            return
+        self._ensure_started()
         if kind == "step":
             self.progress.update(self.task, completed=ev["iteration"], lr=f"{ev['lr']:g}")
         elif kind == "train":
@@ -61,8 +72,6 @@ class TrainProgress:
         elif kind == "warmup_end":
             self.console.print(f"  warm-up ended at iteration {ev['iteration']} ({ev['reason']}, "
                                f"train err {ev['train_error']:.1f}%)", highlight=False)
-        elif kind == "already_complete":
-            self.console.print(f"{self.run_dir} is already complete; nothing to do", highlight=False)
 
     def print_summary(self, s: dict) -> None:
         val = f", val {s['final_val_error']:.2f}%" if s.get("final_val_error") is not None else ""

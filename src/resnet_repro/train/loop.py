@@ -330,6 +330,27 @@ def write_failed(summary: Callable[..., dict], iteration: int, exc: OSError) -> 
     return UserError(msg)
 
 
+def missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first (what
+    creating ``path`` would create; see :func:`remove_empty_dirs`)."""
+    out = []
+    p = Path(path)
+    while not p.exists() and not p.is_symlink() and p.parent != p:
+        out.append(p)
+        p = p.parent
+    return out
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove the directories of :func:`missing_dirs`, deepest first, as long as they are
+    empty (a directory that holds anything, and so its parents, is left alone)."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def ensure_writable(run_dir: Path) -> None:
     """Create ``run_dir`` (and its parents) and check that a file can be written there,
     before any lock or data is touched.
@@ -454,19 +475,26 @@ def fit(
     """
     run_dir = Path(run_dir)
     emit = on_event or (lambda ev: None)
-    ensure_writable(run_dir)
-    with runs.RunLock(run_dir):
-        runs.prepare_run_dir(run_dir)  # refuses symlinked run files, removes temp files of killed writes
-        done = check_existing(run_dir, cfg, resume)
-        if done is not None:
-            emit({"event": "already_complete", "iteration": done.get("iterations_done", cfg.iterations)})
-            return done
-        try:
-            return _fit_locked(cfg, run_dir, resume, emit, stop_after, download)
-        except OSError as exc:  # before the training loop (which handles its own): disk full, permissions
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise UserError(f"a file operation failed before training started{where}: {exc.strerror or exc}; "
-                            "free space or fix permissions, then run again with --resume") from None
+    if cfg.tensorboard:
+        tensorboard_writer_class()  # a missing extra fails before anything is created
+    created = missing_dirs(run_dir)
+    try:
+        ensure_writable(run_dir)
+        with runs.RunLock(run_dir):
+            runs.prepare_run_dir(run_dir)  # refuses symlinked run files, removes temp files of killed writes
+            done = check_existing(run_dir, cfg, resume)
+            if done is not None:
+                emit({"event": "already_complete", "iteration": done.get("iterations_done", cfg.iterations)})
+                return done
+            try:
+                return _fit_locked(cfg, run_dir, resume, emit, stop_after, download)
+            except OSError as exc:  # before the training loop (which handles its own): disk full, permissions
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise UserError(f"a file operation failed before training started{where}: {exc.strerror or exc}; "
+                                "free space or fix permissions, then run again with --resume") from None
+    except BaseException:
+        remove_empty_dirs(created)  # a run that failed before writing anything leaves no folder behind
+        raise
 
 
 def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop_after: int | None,

@@ -314,7 +314,31 @@ def check_existing(run_dir: Path, cfg: RunConfig, resume: bool) -> dict | None:
         raise UserError(f"{run_dir} is already complete; pass --resume to accept it as is, or choose another --name")
     if not resume:
         raise UserError(f"{run_dir} holds an unfinished run; add --resume to continue it, or choose another --name")
+    if checkpoint.has_checkpoints(run_dir / "checkpoints"):
+        check_same_threads(run_dir, runs.recorded_threads(run_dir, old.get("config")), cfg)
     return None
+
+
+def check_same_threads(run_dir: Path, recorded: int | None, cfg: RunConfig) -> None:
+    """Refuse to resume a CPU run with another thread count than it trained with: the
+    count changes how a CPU run's sums are split, so its numbers would no longer be those
+    of an uninterrupted run. ``recorded`` is the run's count
+    (:func:`resnet_repro.runs.recorded_threads`; None: unknown, accepted); the resume's is
+    ``cfg.threads``, or torch's current count where that is None (the default). Runs on
+    a GPU compute there whatever the CPU thread count, and are not checked.
+
+    Raises:
+        UserError: naming both counts and the fix (pass the recorded ``--threads``, or
+            start a new run).
+    """
+    if recorded is None or torch.device(cfg.device).type != "cpu":
+        return
+    now = cfg.threads or torch.get_num_threads()
+    if now != recorded:
+        how = "--threads" if cfg.threads else "the default thread count"
+        raise UserError(f"{run_dir} holds a different config (threads: {recorded} there vs {now} now, from {how}; "
+                        f"the CPU thread count changes the results); pass --threads {recorded} to resume it "
+                        "exactly, or start a new run with another --out or --name")
 
 
 def write_failed(summary: Callable[..., dict], iteration: int, exc: OSError) -> UserError:

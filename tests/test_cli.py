@@ -100,3 +100,31 @@ def test_failed_train_prints_one_line_and_leaves_no_directory(tiny_tree, tmp_pat
 def test_evaluate_bad_input_prints_one_line(tmp_path, capsys):
     _one_line(*run_main(["evaluate", "--weights", str(tmp_path / "none.pt"), "--arch", "resnet50",
                          "--data-dir", str(tmp_path), "--protocol", "center"], capsys))
+
+
+def test_train_help_text(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = run_main(["train", "--help"], capsys)
+    assert code == 0
+    assert "pip install -e '.[tensorboard]'" in out
+    assert "ImageNet" in out.split("Options")[0]
+    assert "plain56 --shortcut" not in out
+
+
+def test_start_line_states_threads_and_evaluated_images(tiny_tree):
+    import io
+
+    from rich.console import Console
+
+    from resnet_repro.report.progress import TrainProgress
+    from resnet_repro.train.config import make_config
+
+    buf = io.StringIO()
+    cfg = make_config("resnet20", str(tiny_tree), schedule="smoke", precision="fp32", device="cpu", threads=1)
+    ev = {"event": "start", "iteration": 0, "precision": "fp32", "precision_reason": "set explicitly",
+          "threads": 1, "device": "cpu", "train_images": 45000, "val_images": 5000, "test_images": 10000}
+    with TrainProgress(Console(file=buf, width=400), cfg, tiny_tree) as prog:
+        prog.on_event(ev)
+    line = next(x for x in buf.getvalue().splitlines() if x.startswith("start"))
+    assert "1 thread on cpu" in line and "1 threads" not in line
+    assert "45000 train images; evaluation on 1000 of 5000 val, 1000 of 10000 test images" in line

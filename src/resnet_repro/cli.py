@@ -113,15 +113,18 @@ def train(
     lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Mini-batch size, global over all processes (paper: 128 for CIFAR-10, 256 for ImageNet)."),
     config: Path | None = typer.Option(None, "--config", help="Rerun exactly the run described by a config.json (other options except --out/--name/--data-dir/--resume are ignored)."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files beside metrics.jsonl (needs pip install -e '.[tensorboard]')."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files beside metrics.jsonl (needs pip install -e '.\\[tensorboard]')."),
 ) -> None:
-    """Train one plain or residual net on CIFAR-10 (paper Sec. 4.2) into a run directory.
+    """Train one plain or residual net on CIFAR-10 (paper Sec. 4.2) or ImageNet (Sec. 3.4,
+    --dataset imagenet) into a run directory.
 
     Examples:
 
       resnet-repro train --arch resnet20 --schedule quick --data-dir ../shared/data/cifar10-jpeg.tar.gz
 
-      resnet-repro train --arch plain56 --shortcut A --seed 1 --resume
+      resnet-repro train --arch resnet56 --shortcut B --seed 1 --resume
+
+      resnet-repro train --arch plain56 --seed 1
     """
     from resnet_repro.train.config import load_config, make_config
     from resnet_repro.train.loop import fit

@@ -51,3 +51,80 @@ def test_console_script_entry_point():
     res = subprocess.run([sys.executable, "-m", "resnet_repro", "train", "--arch", "resnet7", "--data-dir", "x"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def _one_line(code, out, err, needle=""):
+    assert code == 2, (code, out, err)
+    assert out == "", out  # no progress bar, table or plan before the error
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle in err
+
+
+def test_table_out_is_checked_before_the_table_is_printed(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (tmp_path, blocker / "t.md"):
+        _one_line(*run_main(["table", "6", "--runs", str(tmp_path), "--out", str(out)], capsys), "cannot write")
+    assert blocker.read_text() == "x"
+    code, out, _ = run_main(["table", "6", "--runs", str(tmp_path), "--out", str(tmp_path / "new" / "t.md")], capsys)
+    assert code == 0 and "ResNet-110" in out and (tmp_path / "new" / "t.md").is_file()
+
+
+def test_run_checks_out_and_launcher_before_any_output(tiny_tree, tmp_path, capsys, monkeypatch):
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    base = ["run", "cifar10-depth", "--profile", "smoke", "--data-dir", str(tiny_tree), "--precision", "fp32",
+            "--device", "cpu", "--threads", "1"]
+    _one_line(*run_main([*base, "--out", str(blocker / "x")], capsys), "choose a writable --out")
+    monkeypatch.setitem(sys.modules, "submitit", None)  # the slurm extra not installed
+    _one_line(*run_main([*base, "--out", str(tmp_path / "res"), "--launcher", "slurm"], capsys), "submitit")
+    assert not (tmp_path / "res").exists()
+
+
+def test_failed_train_prints_one_line_and_leaves_no_directory(tiny_tree, tmp_path, capsys, monkeypatch):
+    import sys
+
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar archive")
+    base = ["train", "--arch", "resnet8", "--schedule", "smoke", "--precision", "fp32", "--device", "cpu",
+            "--threads", "1", "--out", str(tmp_path / "out")]
+    _one_line(*run_main([*base, "--data-dir", str(tmp_path / "nonexistent")], capsys), "no CIFAR-10 found")
+    _one_line(*run_main([*base, "--data-dir", str(junk)], capsys), "cannot read")
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # the extra not installed
+    _one_line(*run_main([*base, "--data-dir", str(tiny_tree), "--tensorboard"], capsys), "'.[tensorboard]'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_bad_input_prints_one_line(tmp_path, capsys):
+    _one_line(*run_main(["evaluate", "--weights", str(tmp_path / "none.pt"), "--arch", "resnet50",
+                         "--data-dir", str(tmp_path), "--protocol", "center"], capsys))
+
+
+def test_train_help_text(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = run_main(["train", "--help"], capsys)
+    assert code == 0
+    assert "pip install -e '.[tensorboard]'" in out
+    assert "ImageNet" in out.split("Options")[0]
+    assert "plain56 --shortcut" not in out
+
+
+def test_start_line_states_threads_and_evaluated_images(tiny_tree):
+    import io
+
+    from rich.console import Console
+
+    from resnet_repro.report.progress import TrainProgress
+    from resnet_repro.train.config import make_config
+
+    buf = io.StringIO()
+    cfg = make_config("resnet20", str(tiny_tree), schedule="smoke", precision="fp32", device="cpu", threads=1)
+    ev = {"event": "start", "iteration": 0, "precision": "fp32", "precision_reason": "set explicitly",
+          "threads": 1, "device": "cpu", "train_images": 45000, "val_images": 5000, "test_images": 10000}
+    with TrainProgress(Console(file=buf, width=400), cfg, tiny_tree) as prog:
+        prog.on_event(ev)
+    line = next(x for x in buf.getvalue().splitlines() if x.startswith("start"))
+    assert "1 thread on cpu" in line and "1 threads" not in line
+    assert "45000 train images; evaluation on 1000 of 5000 val, 1000 of 10000 test images" in line

@@ -300,3 +300,19 @@ def test_progress_view_takes_imagenet_and_cifar_events(tiny_spec, tmp_path):
         prog.on_event(label, {"event": "finished", "status": "complete"})
         assert prog.done_its == {label: 0}
     assert f"{label}: complete" in console.file.getvalue()
+
+
+def test_resume_keeps_the_runs_thread_count(tiny_spec, tmp_path):
+    """`run --jobs N` resumes a run with the threads it trained with, whatever N gives now;
+    an explicit other --threads is a conflict, not a silently different run."""
+    out = tmp_path / "results"
+    p = plan(tiny_spec, "smoke", out=out, iterations=6, precision="fp32", device="cpu", threads=1)[0]
+    fit(p.config, p.run_dir, stop_after=3)
+    for jobs in (1, 2, 64):
+        q = plan(tiny_spec, "smoke", out=out, iterations=6, jobs=jobs, precision="fp32", device="cpu")[0]
+        assert q.status == "interrupted" and q.config.threads == 1
+    q = plan(tiny_spec, "smoke", out=out, iterations=6, precision="fp32", device="cpu", threads=2)[0]
+    assert q.status == "conflict" and "trained with 1 CPU thread," in q.note and "--threads 1" in q.note
+    q = plan(tiny_spec, "smoke", out=out, iterations=6, jobs=64, precision="fp32", device="cpu")[0]
+    (o,) = execute_local([q])
+    assert o.status == "complete"

@@ -170,3 +170,43 @@ def test_unwritable_output(tiny_tree, tmp_path):
     blocker.write_text("x")
     with pytest.raises(UserError, match="cannot write to"):
         fit(cfg_for(tiny_tree, iterations=8), blocker / "run")
+
+
+def test_failed_start_leaves_no_run_directory(tiny_tree, tmp_path):
+    junk = tmp_path / "data.tar"
+    junk.write_bytes(b"not a tar archive")
+    for data in (tmp_path / "nonexistent", junk):
+        with pytest.raises(UserError):
+            fit(cfg_for(data, iterations=8), tmp_path / "out" / "r")
+        assert not (tmp_path / "out").exists()
+    (tmp_path / "mine").mkdir()  # a folder that was there before is left alone
+    with pytest.raises(UserError):
+        fit(cfg_for(tmp_path / "nonexistent", iterations=8), tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_resume_refuses_another_thread_count(tiny_tree, tmp_path):
+    """The CPU thread count changes a run's numbers: a resume must use the run's own."""
+    before_threads = torch.get_num_threads()
+    try:
+        cfg = cfg_for(tiny_tree, iterations=20, threads=1)
+        fit(cfg, tmp_path / "r", stop_after=5)
+        before = (tmp_path / "r" / "metrics.jsonl").read_bytes()
+        with pytest.raises(UserError, match=r"threads: 1 there vs 2 now.*pass --threads 1") as exc:
+            fit(cfg_for(tiny_tree, iterations=20, threads=2), tmp_path / "r", resume=True)
+        assert "\n" not in str(exc.value)
+        assert (tmp_path / "r" / "metrics.jsonl").read_bytes() == before
+        assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["threads"] == 1
+        assert fit(cfg, tmp_path / "r", resume=True)["status"] == "complete"
+        # threads null (the torch default): the count the run used is what counts
+        torch.set_num_threads(1)
+        fit(cfg_for(tiny_tree, iterations=20), tmp_path / "d", stop_after=5)
+        assert runs.recorded_threads(tmp_path / "d") == 1
+        with pytest.raises(UserError, match="threads: 1 there vs 2 now"):
+            fit(cfg_for(tiny_tree, iterations=20, threads=2), tmp_path / "d", resume=True)
+        torch.set_num_threads(2)  # the default of the resuming process differs
+        with pytest.raises(UserError, match="threads: 1 there vs 2 now, from the default"):
+            fit(cfg_for(tiny_tree, iterations=20), tmp_path / "d", resume=True)
+        assert fit(cfg_for(tiny_tree, iterations=20, threads=1), tmp_path / "d", resume=True)["status"] == "complete"
+    finally:
+        torch.set_num_threads(before_threads)

@@ -113,15 +113,18 @@ def train(
     lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Mini-batch size, global over all processes (paper: 128 for CIFAR-10, 256 for ImageNet)."),
     config: Path | None = typer.Option(None, "--config", help="Rerun exactly the run described by a config.json (other options except --out/--name/--data-dir/--resume are ignored)."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files beside metrics.jsonl (needs pip install -e '.[tensorboard]')."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files beside metrics.jsonl (needs pip install -e '.\\[tensorboard]')."),
 ) -> None:
-    """Train one plain or residual net on CIFAR-10 (paper Sec. 4.2) into a run directory.
+    """Train one plain or residual net on CIFAR-10 (paper Sec. 4.2) or ImageNet (Sec. 3.4,
+    --dataset imagenet) into a run directory.
 
     Examples:
 
       resnet-repro train --arch resnet20 --schedule quick --data-dir ../shared/data/cifar10-jpeg.tar.gz
 
-      resnet-repro train --arch plain56 --shortcut A --seed 1 --resume
+      resnet-repro train --arch resnet56 --shortcut B --seed 1 --resume
+
+      resnet-repro train --arch plain56 --seed 1
     """
     from resnet_repro.train.config import load_config, make_config
     from resnet_repro.train.loop import fit
@@ -234,6 +237,12 @@ def table(
 
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if out_file is not None:  # before the table is built and printed
+        from resnet_repro.fsio import unwritable_reason
+
+        why = unwritable_reason(out_file)
+        if why is not None:
+            fail(f"cannot write {out_file} ({why}); choose a writable --out")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t = get_table(number, runs_dir)
@@ -446,6 +455,17 @@ def run(
     spec = load_spec(experiment)
     plans = plan(spec, profile, out=out, seeds=seed_list, data_dir=data_dir, iterations=iterations, jobs=jobs,
                  threads=threads, precision=precision, device=device, tensorboard=tensorboard, download=download)
+    todo = [p for p in plans if p.todo]
+    if todo and not dry_run:  # before the plan is shown and any run starts
+        from resnet_repro.fsio import unwritable_reason
+
+        why = unwritable_reason(out / spec.dataset, kind="dir")
+        if why is not None:
+            fail(f"cannot write to {out / spec.dataset} ({why}); choose a writable --out")
+    ex = None
+    if launcher == "slurm" and todo and not dry_run:  # before any output: a missing extra is one error line
+        ex = make_submitit_executor(out / ".submitit", todo[0].config.threads or 1, slurm_time,
+                                    slurm_partition, gpus=1 if todo[0].config.device.startswith("cuda") else 0)
     print_plan(console, f"{spec.name} ({profile}): {spec.title}", plans)
     if dry_run:
         return
@@ -453,14 +473,11 @@ def run(
         from resnet_repro.data.cifar import load_cifar10
 
         load_cifar10(plans[0].config.data_dir, download=True)  # once, before the runs start
-    todo = [p for p in plans if p.todo]
     if not todo:  # nothing to train: report the skipped and conflicting runs
         outcomes = execute_local(plans, jobs)
     else:
         with ExperimentProgress(console, plans) as prog:
-            if launcher == "slurm":
-                ex = make_submitit_executor(out / ".submitit", todo[0].config.threads or 1, slurm_time,
-                                            slurm_partition, gpus=1 if todo[0].config.device.startswith("cuda") else 0)
+            if ex is not None:
                 outcomes = execute_submitit(plans, ex, prog.on_event)
             else:
                 outcomes = execute_local(plans, jobs, prog.on_event)
@@ -557,15 +574,27 @@ def evaluate(
     from resnet_repro.train.distributed import env_rank
 
     main_rank = env_rank() == 0
-    with Progress(TextColumn(f"[bold]{protocol}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, disable=not main_rank) as prog:
-        task = prog.add_task("eval", total=None)
+    prog = Progress(TextColumn(f"[bold]{protocol}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, disable=not main_rank)
+    task = prog.add_task("eval", total=None)
+
+    started = []
+
+    def on_start(n: int) -> None:  # the bar appears once the inputs are checked and loaded
+        prog.update(task, total=n)
+        prog.start()
+        started.append(True)
+
+    try:
         result, path = run_evaluation(
             protocol, str(data_dir), run_dir=None if run is None else str(run),
             weights=None if weights is None else str(weights), arch=arch_name,
             out=None if out_file is None else str(out_file), batch_size=batch_size, workers=workers,
             device=device, precision=precision, images=images,
-            on_start=lambda n: prog.update(task, total=n), on_batch=lambda k: prog.advance(task, k))
+            on_start=on_start, on_batch=lambda k: prog.advance(task, k))
+    finally:
+        if started:
+            prog.stop()
     if main_rank:
         console.print(f"{result_line(result)}; wrote {path}", highlight=False, soft_wrap=True)
 

@@ -331,12 +331,27 @@ def run_evaluation(
         raise UserError("--weights needs --arch NAME (e.g. --arch resnet50)")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if out is not None:
+        path: Path | None = Path(out)
+    elif run_dir is not None:
+        path = Path(run_dir) / f"eval-{protocol}.json"
+    else:
+        path = Path(f"{weights}.eval-{protocol}.json")
     dev_name = resolve_device(device)
     prec, _ = resolve_precision(precision, dev_name)
     ctx, dev_name = distributed.setup(dev_name)
     try:
         lm = distributed.run_on_main(
             ctx, lambda: load_run_model(run_dir) if run_dir is not None else load_weights_model(weights, arch))
+
+        def check_out() -> None:  # before hours of evaluation, not after
+            from resnet_repro.fsio import unwritable_reason
+
+            why = unwritable_reason(path)
+            if why is not None:
+                raise UserError(f"cannot write {path} ({why}); choose a writable --out")
+
+        distributed.run_on_main(ctx, check_out)
 
         def index_fn() -> ImageIndex:
             return build_index(data_dir, splits=("val",))
@@ -375,16 +390,11 @@ def run_evaluation(
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
         }
-        path: Path | None = None
-        if ctx.is_main:
+        if not ctx.is_main:
+            path = None
+        else:
             from resnet_repro.fsio import atomic_write_json
 
-            if out is not None:
-                path = Path(out)
-            elif run_dir is not None:
-                path = Path(run_dir) / f"eval-{protocol}.json"
-            else:
-                path = Path(f"{weights}.eval-{protocol}.json")
             try:
                 atomic_write_json(path, result)
             except OSError as exc:

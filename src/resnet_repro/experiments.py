@@ -509,13 +509,18 @@ def plan(
         if label in planned:
             continue
         p = PlannedRun(label, arch, short, seed, cfg, Path(out) / spec.dataset / label)
-        _inspect(p, RunConfig)
+        _inspect(p, RunConfig, threads)
         planned[label] = p
     return list(planned.values())
 
 
-def _inspect(p: PlannedRun, config_cls: type) -> None:
-    """Set ``p.status`` (and ``p.config`` to the stored config for unfinished runs)."""
+def _inspect(p: PlannedRun, config_cls: type, threads: int | None = None) -> None:
+    """Set ``p.status`` (and ``p.config`` to the stored config for unfinished runs).
+
+    An unfinished CPU run resumes with the thread count it trained with (the count
+    changes a CPU run's numbers), whatever ``--jobs`` gives now; an explicit ``threads``
+    (``--threads``) that differs from it makes the run a conflict.
+    """
     from resnet_repro.runs import read_json
 
     stored = read_json(p.run_dir / "config.json")
@@ -549,8 +554,20 @@ def _inspect(p: PlannedRun, config_cls: type) -> None:
         p.status, p.note = "conflict", f"{p.run_dir} holds an invalid config; move that directory away"
         return
     # Resume exactly as it started; only the execution fields that may change between a
-    # run and its resume (data location, threads, TensorBoard) come from now.
-    p.config = old.model_copy(update={k: getattr(p.config, k) for k in ("data_dir", "threads", "tensorboard")})
+    # run and its resume (data location, TensorBoard; threads on a GPU) come from now.
+    update = {k: getattr(p.config, k) for k in ("data_dir", "threads", "tensorboard")}
+    from resnet_repro.runs import recorded_threads
+
+    had = recorded_threads(p.run_dir, stored["config"]) if str(old.device) == "cpu" else None
+    if had is not None:
+        if threads is not None and threads != had:
+            p.status = "conflict"
+            p.note = (f"{p.run_dir} was trained with {had} CPU thread{'' if had == 1 else 's'}, which its results "
+                      f"depend on; resume it "
+                      f"with --threads {had} or without --threads")
+            return
+        update["threads"] = had
+    p.config = old.model_copy(update=update)
 
 
 # ---------------------------------------------------------------------------- running

@@ -163,3 +163,45 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+def unwritable_reason(path: str | os.PathLike, kind: str = "file") -> str | None:
+    """Why ``path`` could not be written, or None if it looks writable; checked before any
+    work so that a command fails at once instead of after it (nothing is created).
+
+    ``kind`` is ``file`` (``path`` is a file to be written, atomically, beside its
+    siblings) or ``dir`` (``path`` is a directory to be created or written into). The
+    nearest existing folder (``path`` itself for an existing ``dir``, else the nearest
+    existing parent) must be a directory the process may write to; an existing one is
+    probed by creating and removing a temporary file in it, so read-only mounts, ACLs
+    and root's rights are all taken into account. The reason is a short phrase such as
+    ``"it is a directory"`` or ``"Permission denied"``.
+    """
+    p = Path(path)
+    if kind == "file":
+        if p.is_dir():
+            return "it is a directory; give a file path"
+        start = p.parent
+    else:
+        if p.exists() and not p.is_dir():
+            return "it is not a directory"
+        start = p
+    anc = start
+    while not anc.exists():
+        if anc.parent == anc:
+            break
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        return f"{anc} is not a directory"
+    if anc != start:  # would be created: can the nearest existing folder take it?
+        return None if os.access(anc, os.W_OK | os.X_OK) else f"{anc} is not writable"
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=anc)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    return None

@@ -293,6 +293,30 @@ def log_event(run_dir: Path, event: dict) -> None:
     append_line(Path(run_dir) / "metrics.jsonl", json.dumps(event, sort_keys=True))
 
 
+def recorded_threads(run_dir: Path, config: dict | None = None) -> int | None:
+    """The CPU thread count a run trained with, or None if it recorded none.
+
+    The count chosen (``threads`` of ``config``, the run's stored config section, read
+    from ``config.json`` when not given) where set; for a run started with the torch
+    default (``threads`` null) the count it actually used: the first ``start`` event of
+    ``metrics.jsonl``, else ``summary.json``'s ``threads``.
+    """
+    def count(v: Any) -> int | None:
+        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else None
+
+    run_dir = Path(run_dir)
+    if config is None:
+        config = (read_json(run_dir / "config.json") or {}).get("config")
+    if isinstance(config, dict) and count(config.get("threads")) is not None:
+        return config["threads"]
+    with warnings.catch_warnings():  # a damaged log is reported by the commands that read it
+        warnings.simplefilter("ignore")
+        start = next((ev for ev in read_metrics(run_dir) if ev.get("event") == "start"), None)
+    if start is not None and count(start.get("threads")) is not None:
+        return start["threads"]
+    return count((read_json(run_dir / "summary.json") or {}).get("threads"))
+
+
 def read_json(path: Path) -> dict | None:
     """A JSON object from ``path``, or None if missing or unreadable."""
     try:

@@ -16,6 +16,28 @@ from rich.progress import (
 )
 
 
+def plural(n, word: str) -> str:
+    """``"1 thread"``, ``"2 threads"`` (``n`` shown as given)."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def images_line(ev: dict, cfg) -> str:
+    """The image counts of a start/resume event as they are used: training images, and
+    the val/test images each evaluation actually scores (the smoke schedule evaluates
+    only the first ``cfg.eval_subset`` of each), e.g. ``45000 train images; evaluation on
+    1000 of 5000 val, 1000 of 10000 test images``."""
+    sub = getattr(cfg, "eval_subset", None)
+    parts = []
+    for split in ("val", "test"):
+        n = ev.get(f"{split}_images")
+        if not n:
+            continue
+        used = min(n, sub) if sub else n
+        parts.append(f"{used} of {n} {split}" if used != n else f"{n} {split}")
+    tail = f"; evaluation on {', '.join(parts)} images" if parts else ""
+    return f"{ev.get('train_images')} train images{tail}"
+
+
 class TrainProgress:
     """Context manager; pass :meth:`on_event` as ``fit(on_event=...)``."""
 
@@ -31,16 +53,27 @@ class TrainProgress:
         self.task = None
 
     def __enter__(self) -> TrainProgress:
-        self.progress.start()
-        self.task = self.progress.add_task(self.cfg.run_name, total=self.cfg.iterations, lr="-", loss="-",
-                                           err="-", ips="-")
+        # The bar is drawn from the run's first event on (start or resume): an error
+        # in the checks before it (data, run directory, extras) is then the only line
+        # printed.
         return self
 
+    def _ensure_started(self) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(self.cfg.run_name, total=self.cfg.iterations, lr="-", loss="-",
+                                               err="-", ips="-")
+
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
     def on_event(self, ev: dict) -> None:
         kind = ev.get("event")
+        if kind == "already_complete":
+            self.console.print(f"{self.run_dir} is already complete; nothing to do", highlight=False)
+            return
+        self._ensure_started()
         if kind == "step":
             self.progress.update(self.task, completed=ev["iteration"], lr=f"{ev['lr']:g}")
         elif kind == "train":
@@ -52,8 +85,7 @@ class TrainProgress:
                 f"{kind} {self.run_dir} at iteration {ev['iteration']}: {self.cfg.arch} shortcut "
                 f"{self.cfg.shortcut or '-'} ({'plain' if not self.cfg.shortcut else 'residual'}), {self.cfg.schedule} "
                 f"schedule ({self.cfg.iterations} iterations), {ev['precision']} ({ev['precision_reason']}), "
-                f"{ev['threads']} threads on {ev['device']}, {ev['train_images']}/{ev['val_images']}/"
-                f"{ev['test_images']} train/val/test images", highlight=False)
+                f"{plural(ev['threads'], 'thread')} on {ev['device']}, {images_line(ev, self.cfg)}", highlight=False)
         elif kind == "eval":
             val = f"val err {ev['val_error']:.2f}%  " if ev.get("val_error") is not None else ""
             self.console.print(f"  iteration {ev['iteration']:>6}: train err {ev['train_error']:.2f}%  {val}"
@@ -61,8 +93,6 @@ class TrainProgress:
         elif kind == "warmup_end":
             self.console.print(f"  warm-up ended at iteration {ev['iteration']} ({ev['reason']}, "
                                f"train err {ev['train_error']:.1f}%)", highlight=False)
-        elif kind == "already_complete":
-            self.console.print(f"{self.run_dir} is already complete; nothing to do", highlight=False)
 
     def print_summary(self, s: dict) -> None:
         val = f", val {s['final_val_error']:.2f}%" if s.get("final_val_error") is not None else ""

@@ -24,6 +24,8 @@ from resnet_repro.train.schedule import get_schedule
 
 # Fields that may change between a run and its resume without changing its results.
 # Activation checkpointing recomputes the same values (models.checkpointing): memory only.
+# threads is compared on its own (train.loop.check_same_threads): the count a CPU run
+# actually used matters, and a recorded null means the torch default of that machine.
 RESUME_MUTABLE = frozenset({"data_dir", "threads", "tensorboard", "checkpoint_activations"})
 # DataLoader workers (ImageNet): each image's augmentation is seeded by itself, so speed only.
 RESUME_MUTABLE = RESUME_MUTABLE | {"workers"}

@@ -60,7 +60,9 @@ from resnet_repro.train.loop import (
     check_same_data,
     diverged_message,
     ensure_writable,
+    missing_dirs,
     refuse_past_end,
+    remove_empty_dirs,
     restore_training_state,
     summary_fields,
     train_step,
@@ -183,9 +185,11 @@ def fit_imagenet(
         raise UserError("fit_imagenet needs an ImageNet config (dataset imagenet); use train.loop.fit for CIFAR-10")
     run_dir = Path(run_dir)
     distributed.per_rank_batch(cfg.batch_size, distributed.env_world_size())  # before joining the group
+    created = missing_dirs(run_dir)
     ctx, device = distributed.setup(cfg.device)
     emit = on_event if (on_event is not None and ctx.is_main) else (lambda ev: None)
     lock = runs.RunLock(run_dir)
+    ok = False
     try:
         distributed.per_rank_batch(cfg.batch_size, ctx.world_size)
 
@@ -198,10 +202,15 @@ def fit_imagenet(
         done = distributed.run_on_main(ctx, open_run)
         if done is not None:
             emit({"event": "already_complete", "iteration": done.get("iterations_done", cfg.iterations)})
+            ok = True
             return done
-        return _fit(cfg, run_dir, ctx, device, resume, emit, stop_after)
+        result = _fit(cfg, run_dir, ctx, device, resume, emit, stop_after)
+        ok = True
+        return result
     finally:
         lock.release()
+        if not ok and ctx.is_main:
+            remove_empty_dirs(created)  # a run that failed before writing anything leaves no folder behind
         distributed.teardown(ctx)
 
 

@@ -314,7 +314,31 @@ def check_existing(run_dir: Path, cfg: RunConfig, resume: bool) -> dict | None:
         raise UserError(f"{run_dir} is already complete; pass --resume to accept it as is, or choose another --name")
     if not resume:
         raise UserError(f"{run_dir} holds an unfinished run; add --resume to continue it, or choose another --name")
+    if checkpoint.has_checkpoints(run_dir / "checkpoints"):
+        check_same_threads(run_dir, runs.recorded_threads(run_dir, old.get("config")), cfg)
     return None
+
+
+def check_same_threads(run_dir: Path, recorded: int | None, cfg: RunConfig) -> None:
+    """Refuse to resume a CPU run with another thread count than it trained with: the
+    count changes how a CPU run's sums are split, so its numbers would no longer be those
+    of an uninterrupted run. ``recorded`` is the run's count
+    (:func:`resnet_repro.runs.recorded_threads`; None: unknown, accepted); the resume's is
+    ``cfg.threads``, or torch's current count where that is None (the default). Runs on
+    a GPU compute there whatever the CPU thread count, and are not checked.
+
+    Raises:
+        UserError: naming both counts and the fix (pass the recorded ``--threads``, or
+            start a new run).
+    """
+    if recorded is None or torch.device(cfg.device).type != "cpu":
+        return
+    now = cfg.threads or torch.get_num_threads()
+    if now != recorded:
+        how = "--threads" if cfg.threads else "the default thread count"
+        raise UserError(f"{run_dir} holds a different config (threads: {recorded} there vs {now} now, from {how}; "
+                        f"the CPU thread count changes the results); pass --threads {recorded} to resume it "
+                        "exactly, or start a new run with another --out or --name")
 
 
 def write_failed(summary: Callable[..., dict], iteration: int, exc: OSError) -> UserError:
@@ -328,6 +352,27 @@ def write_failed(summary: Callable[..., dict], iteration: int, exc: OSError) -> 
     except OSError:
         pass
     return UserError(msg)
+
+
+def missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first (what
+    creating ``path`` would create; see :func:`remove_empty_dirs`)."""
+    out = []
+    p = Path(path)
+    while not p.exists() and not p.is_symlink() and p.parent != p:
+        out.append(p)
+        p = p.parent
+    return out
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove the directories of :func:`missing_dirs`, deepest first, as long as they are
+    empty (a directory that holds anything, and so its parents, is left alone)."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def ensure_writable(run_dir: Path) -> None:
@@ -454,19 +499,26 @@ def fit(
     """
     run_dir = Path(run_dir)
     emit = on_event or (lambda ev: None)
-    ensure_writable(run_dir)
-    with runs.RunLock(run_dir):
-        runs.prepare_run_dir(run_dir)  # refuses symlinked run files, removes temp files of killed writes
-        done = check_existing(run_dir, cfg, resume)
-        if done is not None:
-            emit({"event": "already_complete", "iteration": done.get("iterations_done", cfg.iterations)})
-            return done
-        try:
-            return _fit_locked(cfg, run_dir, resume, emit, stop_after, download)
-        except OSError as exc:  # before the training loop (which handles its own): disk full, permissions
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise UserError(f"a file operation failed before training started{where}: {exc.strerror or exc}; "
-                            "free space or fix permissions, then run again with --resume") from None
+    if cfg.tensorboard:
+        tensorboard_writer_class()  # a missing extra fails before anything is created
+    created = missing_dirs(run_dir)
+    try:
+        ensure_writable(run_dir)
+        with runs.RunLock(run_dir):
+            runs.prepare_run_dir(run_dir)  # refuses symlinked run files, removes temp files of killed writes
+            done = check_existing(run_dir, cfg, resume)
+            if done is not None:
+                emit({"event": "already_complete", "iteration": done.get("iterations_done", cfg.iterations)})
+                return done
+            try:
+                return _fit_locked(cfg, run_dir, resume, emit, stop_after, download)
+            except OSError as exc:  # before the training loop (which handles its own): disk full, permissions
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise UserError(f"a file operation failed before training started{where}: {exc.strerror or exc}; "
+                                "free space or fix permissions, then run again with --resume") from None
+    except BaseException:
+        remove_empty_dirs(created)  # a run that failed before writing anything leaves no folder behind
+        raise
 
 
 def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop_after: int | None,

@@ -47,6 +47,7 @@ def test_report_contents(some_runs):
 
 
 def test_report_cli_on_empty_results(tmp_path, capsys):
+    (tmp_path / "none").mkdir()  # an empty folder of runs (one that does not exist is an error)
     with pytest.raises(SystemExit) as e:
         main(["report", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "r" / "REPORT.md")])
     assert e.value.code == 0

@@ -71,7 +71,7 @@ def test_table6_golden_cells(golden):
     assert any("resnet20-A-quick-s3" in m and "lr: 0.05 there vs 0.1 in the spec" in m and "cifar10-depth" in m
                for m in msgs), msgs
     assert "1 run(s) left out" in t.caption
-    assert "1 run(s) at schedule smoke not mixed in" in t.caption
+    assert "1 resnet20 A run(s) at schedule smoke not mixed in" in t.caption
     assert "quick (4,000 iterations)" in t.caption and "synthetic CPU" in t.caption
     assert len(t.runs) == 7 and all("quick" in r for r in t.runs)
 

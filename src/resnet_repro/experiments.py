@@ -394,7 +394,7 @@ class PlannedRun:
         run_dir: ``OUT/<dataset>/<label>``.
         status: ``missing``, ``complete``, ``interrupted``, ``running``, ``diverged`` or
             ``conflict`` (the directory holds another recipe).
-        note: why, for ``conflict`` and ``diverged``.
+        note: why, for ``conflict`` and ``diverged``, and a damaged ``summary.json``.
     """
 
     label: str
@@ -519,9 +519,12 @@ def _inspect(p: PlannedRun, config_cls: type, threads: int | None = None) -> Non
 
     An unfinished CPU run resumes with the thread count it trained with (the count
     changes a CPU run's numbers), whatever ``--jobs`` gives now; an explicit ``threads``
-    (``--threads``) that differs from it makes the run a conflict.
+    (``--threads``) that differs from it makes the run a conflict. A damaged
+    ``summary.json`` (not a JSON object, or no known status) is named in ``p.note``: the
+    run resumes where it has checkpoints and is a ``conflict`` where it has none
+    (resuming would train it again from zero over its logs).
     """
-    from resnet_repro.runs import read_json
+    from resnet_repro.runs import STATUSES, read_json
 
     stored = read_json(p.run_dir / "config.json")
     if stored is None:
@@ -537,7 +540,20 @@ def _inspect(p: PlannedRun, config_cls: type, threads: int | None = None) -> Non
         p.note = (f"{p.run_dir} holds a different recipe ({'; '.join(diff[:3])}); move it away or choose "
                   f"another --out")
         return
-    summary = read_json(p.run_dir / "summary.json") or {}
+    summary_path = p.run_dir / "summary.json"
+    summary = read_json(summary_path)
+    if summary_path.exists() and (summary is None or summary.get("status") not in STATUSES):
+        from resnet_repro.train.checkpoint import has_checkpoints
+
+        what = "not a JSON object" if summary is None else f"status {summary.get('status')!r:.40}"
+        if not has_checkpoints(p.run_dir / "checkpoints"):  # resuming would train it again from zero
+            p.status = "conflict"
+            p.note = (f"{summary_path} is damaged ({what}) and the run has no checkpoints; restore that file "
+                      "(e.g. from git) or move the directory away")
+            return
+        p.note = f"{summary_path} is damaged ({what}); resuming from the checkpoints rewrites it"
+        summary = {}
+    summary = summary or {}
     status = summary.get("status", "interrupted")
     if status == "complete":
         p.status = "complete"

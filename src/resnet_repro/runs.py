@@ -26,6 +26,7 @@ import errno
 import json
 import math
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -368,6 +369,59 @@ def find_runs(roots: list[Path] | Path) -> list[Path]:
     return sorted(found)
 
 
+def check_roots(roots: list[Path] | Path, option: str = "--runs") -> None:
+    """Refuse run roots that do not exist, before anything reads or writes.
+
+    Args:
+        roots: run directories or folders of runs, as given to ``option``.
+        option: the command-line option named in the message.
+
+    Raises:
+        UserError: naming the first root that does not exist (one line, with the fix).
+    """
+    if isinstance(roots, (str, Path)):
+        roots = [Path(roots)]
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise UserError(f"{option} {root} does not exist; check the path, or give an existing run directory "
+                            "or folder of runs (default: results/)")
+        if not root.is_dir():
+            raise UserError(f"{option} {root} is not a directory; give a run directory or a folder of runs "
+                            "(default: results/)")
+
+
+def orphan_runs(roots: list[Path] | Path) -> list[Path]:
+    """Directories under ``roots`` that hold run files (``summary.json`` or
+    ``metrics.jsonl``) but no ``config.json``: runs whose config was lost, which
+    :func:`find_runs` cannot see. Sorted."""
+    if isinstance(roots, (str, Path)):
+        roots = [Path(roots)]
+    found = set()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for name in ("summary.json", "metrics.jsonl"):
+            found.update(p.parent for p in root.rglob(name))  # root itself included
+    return sorted(d for d in found if not (d / "config.json").exists())
+
+
+_RUN_NAME = re.compile(r"^(plain|resnet)(\d+)(?:-([ABC]))?(?:-|$)")
+
+
+def guess_net(run_dir: Path) -> dict[str, str | None]:
+    """The net a run directory's default name says it holds (``resnet20-A-quick-s0`` ->
+    ``{"arch": "resnet20", "shortcut": "A", "dataset": "cifar10"}``, the data set from the
+    parent folder where it is ``cifar10`` or ``imagenet``), for runs whose config.json is
+    unreadable; ``{"arch": None, ...}`` for other names."""
+    run_dir = Path(run_dir)
+    m = _RUN_NAME.match(run_dir.name)
+    parent = run_dir.parent.name
+    return {"arch": f"{m.group(1)}{m.group(2)}" if m else None, "shortcut": m.group(3) if m else None,
+            "dataset": parent if parent in ("cifar10", "imagenet") else None}
+
+
 # Config fields the reports read, with the types they must have (``None`` allowed where
 # listed); a config.json whose fields have other types is skipped, not half-read.
 _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
@@ -379,7 +433,7 @@ _CONFIG_REQUIRED = ("arch", "schedule", "iterations")
 _SUMMARY_NUMBERS = ("final_train_error", "final_val_error", "final_test_error", "wall_s", "images_per_s",
                     "iterations_done")
 RUN_COLUMNS = ("arch", "shortcut", "dataset", "schedule", "iterations", "seed", "hardware", "data_source_kind",
-               "data_copy", "status", *_SUMMARY_NUMBERS, "run_dir")
+               "data_copy", "status", *_SUMMARY_NUMBERS, "threads_used", "problem", "run_dir")
 
 
 def _config_problem(cfg: dict) -> str | None:
@@ -413,18 +467,58 @@ def data_copy_name(data_dir: Any, kind: Any) -> str | None:
     return name or kind_s
 
 
-def load_runs(roots: list[Path] | Path) -> pd.DataFrame:
+ERROR_FIELDS = ("final_train_error", "final_val_error", "final_test_error")
+
+
+def summary_field_problem(key: str, value: Any) -> str | None:
+    """Why a ``summary.json`` value cannot be used, or None: not a finite number, or, for
+    the errors of :data:`ERROR_FIELDS` (percent), outside [0, 100]. None is fine (not
+    measured yet)."""
+    if value is None:
+        return None
+    v = _number(value)
+    if v is None:
+        return f"{key} is not a number ({value!r:.40})"
+    if key in ERROR_FIELDS and not 0 <= v <= 100:
+        return f"{key} is out of range ({v!r:.40}; an error is a percentage, 0 to 100)"
+    return None
+
+
+def load_runs(roots: list[Path] | Path, skipped: list[dict] | None = None) -> pd.DataFrame:
     """One row per run under ``roots``: the config fields, provenance (``hardware``,
     ``data_source_kind``, and ``data_copy`` from :func:`data_copy_name`), and the summary (``status``, ``final_train_error``,
     ``final_val_error``, ``final_test_error``, ``wall_s``, ``images_per_s``,
-    ``iterations_done``). The frame always has the columns of :data:`RUN_COLUMNS`.
+    ``iterations_done``; ``threads_used``, the CPU threads the run recorded using, None
+    where it did not). The frame always has the columns of :data:`RUN_COLUMNS`;
+    ``problem`` names what is wrong with the run's ``summary.json`` (None for a sound one).
 
-    Runs whose config.json is unreadable or not a run config are skipped with a
-    warning. A summary field that is not a finite number reads as missing (with a
-    warning); a status other than those of :data:`STATUSES` reads ``unknown``; a
-    ``running`` run whose process is gone (killed) reads ``interrupted``.
+    Every damaged run is named in a warning (``UserWarning``) and nothing crashes:
+
+    * a run whose config.json is missing (a directory with ``summary.json`` or
+      ``metrics.jsonl`` only), unreadable or not a run config is skipped (no row);
+    * a ``summary.json`` that is missing (and no process is training the run), not a
+      JSON object, or without a known status gives status ``unknown``;
+    * a summary field that is not a finite number, or an error (%) outside [0, 100],
+      reads as missing; a ``complete`` CIFAR-10 run without ``final_test_error`` keeps
+      its row with that field missing.
+
+    Rows with status ``unknown`` or a missing ``final_test_error`` are not counted by
+    tables and figures. A ``running`` run whose process is gone (killed) reads
+    ``interrupted``.
+
+    Args:
+        roots: run directories or folders of runs (searched recursively).
+        skipped: if given, receives one ``{"run_dir", "file", "why", "arch", "shortcut",
+            "dataset"}`` per run skipped for its config (the net guessed from the
+            directory name, see :func:`guess_net`), so that tables can say a run of a
+            net exists but is damaged.
     """
     rows: list[dict[str, Any]] = []
+    out_skipped = skipped if skipped is not None else []
+    for d in orphan_runs(roots):
+        warnings.warn(f"{d}/config.json is missing (the directory holds other run files); run skipped: restore "
+                      "config.json or move that directory away", stacklevel=2)
+        out_skipped.append({"run_dir": str(d), "file": "config.json", "why": "missing", **guess_net(d)})
     for d in find_runs(roots):
         cfg = read_json(d / "config.json")
         problem = "unreadable" if not cfg else None
@@ -434,6 +528,7 @@ def load_runs(roots: list[Path] | Path) -> pd.DataFrame:
             problem = _config_problem(cfg["config"])
         if problem:
             warnings.warn(f"{d}/config.json is not a run config ({problem}); run skipped", stacklevel=2)
+            out_skipped.append({"run_dir": str(d), "file": "config.json", "why": problem, **guess_net(d)})
             continue
         row = dict(cfg["config"])
         prov = cfg.get("provenance") if isinstance(cfg.get("provenance"), dict) else {}
@@ -443,7 +538,7 @@ def load_runs(roots: list[Path] | Path) -> pd.DataFrame:
         kind = prov.get("data_source_kind")
         row["data_source_kind"] = kind if isinstance(kind, str) else None
         row["data_copy"] = data_copy_name(row.get("data_dir"), row["data_source_kind"])
-        summ = read_json(d / "summary.json") or {}
+        summ, damaged = _read_summary(d)
         status = summ.get("status", "unknown")
         if status not in STATUSES:
             status = "unknown"
@@ -451,10 +546,18 @@ def load_runs(roots: list[Path] | Path) -> pd.DataFrame:
             status = "interrupted"
         row["status"] = status
         for k in _SUMMARY_NUMBERS:
-            v = _number(summ.get(k))
-            if v is None and summ.get(k) is not None:
-                warnings.warn(f"{d}/summary.json: {k} is not a number ({summ.get(k)!r:.40}); ignored", stacklevel=2)
-            row[k] = v
+            why = summary_field_problem(k, summ.get(k))
+            if why:
+                warnings.warn(f"{d}/summary.json: {why}; ignored", stacklevel=2)
+                damaged = damaged or f"summary.json: {why}"
+            row[k] = None if why else _number(summ.get(k))
+        if (status == "complete" and row.get("dataset", "cifar10") in (None, "cifar10") and "final_test_error" not in summ):
+            warnings.warn(f"{d}/summary.json: a complete run without final_test_error; left out of the tables",
+                          stacklevel=2)
+            damaged = damaged or "summary.json: no final_test_error"
+        threads = summ.get("threads")
+        row["threads_used"] = threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+        row["problem"] = damaged
         row["run_dir"] = str(d)
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -464,6 +567,30 @@ def load_runs(roots: list[Path] | Path) -> pd.DataFrame:
     if "dataset" in df.columns:
         df["dataset"] = df["dataset"].fillna("cifar10") if len(df) else df["dataset"]
     return df
+
+
+def _read_summary(d: Path) -> tuple[dict, str | None]:
+    """A run's ``summary.json`` as a dict (empty if unusable) and what is wrong with it
+    (None for a sound one, or a missing one while a process trains the run); warns
+    naming the file."""
+    path = d / "summary.json"
+    if not path.exists():
+        if run_in_progress(d):
+            return {}, None
+        warnings.warn(f"{path} is missing (the run stopped before writing it, or it was deleted); run left out "
+                      "of tables and figures", stacklevel=3)
+        return {}, "summary.json missing"
+    summ = read_json(path)
+    if summ is None:
+        warnings.warn(f"{path} is damaged (not a JSON object: truncated, empty or overwritten); run left out of "
+                      "tables and figures: restore it, or train the run again", stacklevel=3)
+        return {}, "summary.json damaged"
+    status = summ.get("status")
+    if status not in STATUSES:
+        warnings.warn(f"{path}: status {status!r:.40} is not one of {', '.join(STATUSES)}; run left out of tables "
+                      "and figures", stacklevel=3)
+        return summ, "summary.json: no known status"
+    return summ, None
 
 
 def metrics_frame(run_dir: Path, event: str | None = None) -> pd.DataFrame:

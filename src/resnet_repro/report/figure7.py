@@ -17,6 +17,7 @@ from resnet_repro import paper
 from resnet_repro.analysis.responses import RESPONSES_FILE, read_responses
 from resnet_repro.errors import UserError
 from resnet_repro.models import spec
+from resnet_repro.report.figures import Drawn
 from resnet_repro.report.figures import save as save_figure
 from resnet_repro.runs import data_copy_name, find_runs, read_json
 
@@ -37,9 +38,12 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
     schedule, then the lowest seed), ordered by depth with the plain net first.
 
     Warns (``UserWarning``) about runs skipped: runs without ``responses.json`` (naming
-    the command that makes it), other shortcut options, and the paper's Fig. 7 nets that
-    have no responses (further runs of a drawn net, e.g. other seeds, are not drawn and
-    not warned about).
+    the command that makes it), a ``responses.json`` that is unreadable or holds another
+    number of layers than its net has (6n+1 for a 6n+2-layer net), other shortcut
+    options, and the paper's Fig. 7 nets that have no responses: with the command that
+    measures them where a run of the net exists (``resnet-repro responses RUN``), else
+    the one that trains it first (further runs of a drawn net, e.g. other seeds, are
+    not drawn and not warned about).
 
     Raises:
         UserError: if no run under ``runs_dirs`` has a usable ``responses.json``.
@@ -47,7 +51,11 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
     roots = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
     chosen: dict[str, tuple[tuple, dict]] = {}
     missing: list[str] = []
+    existing: dict[str, list[str]] = {}  # arch -> runs of it (from config.json) that Fig. 7 could draw
     for d in find_runs(roots):
+        arch = _option_a_arch(d)
+        if arch is not None:
+            existing.setdefault(arch, []).append(str(d))
         r = read_responses(d)
         if r is None:
             if (d / RESPONSES_FILE).exists():
@@ -55,6 +63,11 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
                               f"`resnet-repro responses {d}`)", stacklevel=2)
             else:
                 missing.append(str(d))
+            continue
+        n_layers = spec(r["arch"]).depth - 1  # every 3x3 conv, stem included: 6n+1 of a 6n+2-layer net
+        if len(r["layers"]) != n_layers:
+            warnings.warn(f"{d}/{RESPONSES_FILE} holds {len(r['layers'])} layers, but {_label(r['arch'])} has "
+                          f"{n_layers}; left out (measure again with `resnet-repro responses {d}`)", stacklevel=2)
             continue
         if r.get("shortcut") not in (None, "A"):
             warnings.warn(f"{d}: option {r['shortcut']} run left out of Fig. 7 (the paper's uses option A)",
@@ -74,14 +87,34 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
         raise UserError(f"no run with responses.json under {where}; run `resnet-repro responses RUN_DIR...` "
                         "on finished CIFAR-10 runs first")
     want = [n.lower().replace("-", "") for n in paper.figure(7)["nets"]]
-    absent = [_label(n) for n in want if n not in chosen]
-    if absent:
-        warnings.warn("Fig. 7 nets without responses: " + ", ".join(absent) +
-                      " (train them, e.g. `resnet-repro train --arch " + absent[0].lower().replace("-", "") +
+    absent = [n for n in want if n not in chosen]
+    measurable = [n for n in absent if existing.get(n)]
+    untrained = [n for n in absent if not existing.get(n)]
+    if measurable:
+        runs_ = " ".join(sorted(existing[n])[0] for n in measurable)
+        warnings.warn("Fig. 7 nets without responses: " + ", ".join(_label(n) for n in measurable) +
+                      f" (their runs exist: measure them with `resnet-repro responses {runs_}`)", stacklevel=2)
+    if untrained:
+        warnings.warn("Fig. 7 nets without responses: " + ", ".join(_label(n) for n in untrained) +
+                      " (train them, e.g. `resnet-repro train --arch " + untrained[0] +
                       "`, then `resnet-repro responses RUN_DIR`)", stacklevel=2)
     out = [r for _, r in chosen.values()]
     out.sort(key=lambda r: (spec(r["arch"]).depth, spec(r["arch"]).residual))
     return out
+
+
+def _option_a_arch(run_dir: Path) -> str | None:
+    """The arch of a CIFAR-10 run Fig. 7 could draw (a plain net or an option-A ResNet),
+    read from its config.json; None for other runs or an unreadable config."""
+    cfg = (read_json(Path(run_dir) / "config.json") or {}).get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("arch"), str):
+        return None
+    if cfg.get("dataset", "cifar10") not in (None, "cifar10") or cfg.get("shortcut") not in (None, "A"):
+        return None
+    try:
+        return spec(cfg["arch"]).name if spec(cfg["arch"]).family == "cifar" else None
+    except UserError:
+        return None
 
 
 def _describe(rs: list[dict]) -> str:
@@ -99,6 +132,16 @@ def _describe(rs: list[dict]) -> str:
 
 
 def figure7(runs_dirs: list[Path], out_base: Path) -> list[Path]:
+    """Draw paper Fig. 7 (see :func:`build_figure7`) and return ``[out_base.png,
+    out_base.pdf]``.
+
+    Raises:
+        UserError: as :func:`build_figure7`.
+    """
+    return build_figure7(runs_dirs, out_base)[1]
+
+
+def build_figure7(runs_dirs: list[Path], out_base: Path) -> tuple[Drawn, list[Path]]:
     """Draw paper Fig. 7 from the runs under ``runs_dirs`` and write ``out_base.png``
     and ``out_base.pdf``.
 
@@ -114,7 +157,8 @@ def figure7(runs_dirs: list[Path], out_base: Path) -> list[Path]:
         out_base: output path without suffix, e.g. ``figures/figure7``.
 
     Returns:
-        ``[out_base.png, out_base.pdf]``.
+        The drawn figure (its title, as in the figure with a newline before the
+        subtitle, and the run directories behind it) and ``[out_base.png, out_base.pdf]``.
 
     Raises:
         UserError: no run with ``responses.json`` (see :func:`collect_responses`), or an
@@ -150,6 +194,7 @@ def figure7(runs_dirs: list[Path], out_base: Path) -> list[Path]:
             ax.set_ylim(bottom=0)
             ax.grid(True, linewidth=0.3, alpha=0.6)
             ax.legend(fontsize=8, ncol=2)
-        fig.suptitle("Fig. 7: std of the 3x3 layer responses (after BN, before ReLU/addition)\n" + _describe(rs),
-                     fontsize=9)
-        return save_figure(fig, out_base, dpi=150)
+        title = "Fig. 7: std of the 3x3 layer responses (after BN, before ReLU/addition)\n" + _describe(rs)
+        fig.suptitle(title, fontsize=9)
+        paths = save_figure(fig, out_base, dpi=150)
+    return Drawn(7, fig, title, sorted(r["run_dir"] for r in rs)), paths

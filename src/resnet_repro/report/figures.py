@@ -30,7 +30,7 @@ from resnet_repro import paper
 from resnet_repro.errors import UserError
 from resnet_repro.fsio import atomic_write_bytes
 from resnet_repro.report.tables import RunSet, parse_net, select
-from resnet_repro.runs import metrics_frame
+from resnet_repro.runs import check_roots, metrics_frame
 
 FIGURES = (1, 4, 6, 7)
 DEFAULT_OUT_DIR = Path("results/figures")
@@ -76,17 +76,28 @@ def eval_curve(run_dir: str | Path) -> pd.DataFrame:
 
 def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str]) -> Curve | None:
     """The curve of paper net ``net`` (``"plain-20"``, ``"ResNet-110"``): the lowest-seed
-    run of the runs a table would use; None without runs."""
+    run of the runs a table would use that has ``eval`` events; None without one.
+
+    Args:
+        notes: receives one line per run left out (config differs from its spec, or a
+            ``metrics.jsonl`` that is missing or holds no ``eval`` events), for the
+            figure's warnings.
+    """
     parsed = parse_net(net)
     if parsed is None:
         return None
     cell = select(rs, dataset, parsed[0], parsed[1], lambda r: 0.0, notes)
-    if not cell.n:
-        return None
-    r = cell.runs.iloc[0]
-    data = r.get("data_copy")
-    return Curve(net, str(r["run_dir"]), str(r.get("schedule")), int(r.get("iterations") or 0),
-                 eval_curve(r["run_dir"]), data if isinstance(data, str) else None)
+    for _, r in cell.runs.iterrows():
+        frame = eval_curve(r["run_dir"])
+        if frame.empty:
+            log = Path(str(r["run_dir"])) / "metrics.jsonl"
+            what = "is missing" if not log.exists() else "holds no eval events"
+            notes.append(f"{log} {what}; {net} curve of run {r['run_dir']} not drawn")
+            continue
+        data = r.get("data_copy")
+        return Curve(net, str(r["run_dir"]), str(r.get("schedule")), int(r.get("iterations") or 0),
+                     frame, data if isinstance(data, str) else None)
+    return None
 
 
 def _schedule_note(curves: list[Curve], paper_iterations: int) -> str:
@@ -134,7 +145,7 @@ class CompressedAxis:
 
 
 def _warn(notes: list[str]) -> None:
-    """Warn once per run left out because its config differs from its spec."""
+    """Warn once per run left out (config differs from its spec, no curve in its log)."""
     for n in sorted(set(notes)):
         warnings.warn(n, stacklevel=3)
 
@@ -366,9 +377,12 @@ def figure(n: int, runs_dir: Path | list[Path], out: Path | None = None) -> list
         The written files.
 
     Raises:
-        UserError: for a figure the project does not rebuild, Figure 7 without runs that
-            hold ``responses.json``, or an unwritable ``out``.
+        UserError: for a figure the project does not rebuild, a ``runs_dir`` that does not
+            exist, Figure 7 without runs that hold ``responses.json``, or an unwritable
+            ``out``.
     """
+    if n in FIGURES:
+        check_roots(runs_dir)
     if n == 7:
         from resnet_repro.report.figure7 import figure7  # imports this module's save()
 

@@ -18,7 +18,7 @@ from resnet_repro.errors import UserError
 from resnet_repro.fsio import atomic_write_text
 from resnet_repro.report import figures as figs
 from resnet_repro.report.tables import TABLE_KEYS, get_table, to_text
-from resnet_repro.runs import load_runs
+from resnet_repro.runs import check_roots, load_runs
 
 DEFAULT_OUT = Path("results/REPORT.md")
 
@@ -66,7 +66,8 @@ def _num(v: object, fmt: str) -> str:
 def _runs_index(df: pd.DataFrame, start: Path) -> list[str]:
     """One row per run: its directory, net, seed, schedule, status, the final training,
     validation and test errors of its last evaluation, wall time, training images/s,
-    CPU threads, data copy and hardware (what each run recorded itself)."""
+    CPU threads (as the run's summary recorded them, else its config's; "default"
+    where neither says), data copy and hardware (what each run recorded itself)."""
     lines = ["## Runs", ""]
     if df.empty:
         return lines + ["Not run yet: no run directories found.", ""]
@@ -77,7 +78,9 @@ def _runs_index(df: pd.DataFrame, start: Path) -> list[str]:
         sc = r.get("shortcut") if isinstance(r.get("shortcut"), str) else "—"
         its = r.get("iterations")
         sched = f"{r.get('schedule')} ({int(its):,})" if isinstance(its, (int, float)) and its == its else str(r.get("schedule"))
-        threads = r.get("threads")
+        threads = r.get("threads_used")  # what the run recorded using; else what its config asked for
+        if not (isinstance(threads, (int, float)) and threads == threads):
+            threads = r.get("threads")
         threads_s = str(int(threads)) if isinstance(threads, (int, float)) and threads == threads else "default"
         lines.append(f"| `{_rel(r['run_dir'], start)}` | {r.get('dataset')} | {r.get('arch')} | {sc} | {r.get('seed')} | "
                      f"{sched} | {r.get('status')} | {_num(r.get('final_train_error'), '.2f')} | "
@@ -95,8 +98,10 @@ def build_report(runs_dir: Path | list[Path], out: Path = DEFAULT_OUT, figures_d
         ``{"report": Path, "figures": [Path, ...], "warnings": [str, ...]}``.
 
     Raises:
-        UserError: if ``out`` or the figures folder is not writable.
+        UserError: if a ``runs_dir`` does not exist (nothing is written then), or ``out``
+            or the figures folder is not writable.
     """
+    check_roots(runs_dir)
     out = Path(out)
     start = out.parent
     fig_dir = Path(figures_dir) if figures_dir is not None else start / "figures"
@@ -122,19 +127,16 @@ def build_report(runs_dir: Path | list[Path], out: Path = DEFAULT_OUT, figures_d
         lines += ["## Figures", ""]
         for n in figs.FIGURES:
             if n == 7:
-                lines += ["### Figure 7", ""]
+                from resnet_repro.report.figure7 import build_figure7
+
                 try:
-                    paths = figs.figure(7, runs_dir, fig_dir / "figure7")
+                    d, paths = build_figure7([Path(r) for r in roots], fig_dir / "figure7")
                 except UserError as exc:
-                    lines += [f"Not available: {exc}.", ""]
+                    lines += ["### Figure 7", "", f"Not available: {exc}.", ""]
                     continue
-                written += paths
-                pngs = [p for p in paths if Path(p).suffix == ".png"]
-                lines += [f"![Figure 7]({_rel(p, start)})" for p in pngs]
-                lines += ["", "Files: " + ", ".join(f"`{_rel(p, start)}`" for p in paths), ""]
-                continue
-            d = figs.draw(n, runs_dir)
-            paths = figs.save(d.figure, fig_dir / f"figure{n}")
+            else:
+                d = figs.draw(n, runs_dir)
+                paths = figs.save(d.figure, fig_dir / f"figure{n}")
             written += paths
             title = d.title.replace("\n", " — ")
             lines += [f"### Figure {n}", "", f"![{title}]({_rel(paths[0], start)})", "",

@@ -33,7 +33,7 @@ import pandas as pd
 
 from resnet_repro import paper
 from resnet_repro.errors import UserError
-from resnet_repro.runs import load_runs, read_json
+from resnet_repro.runs import check_roots, load_runs, read_json
 
 FORMATS = ("rich", "markdown", "csv", "latex")
 TABLE_KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "cifar-shortcuts")
@@ -122,21 +122,43 @@ def _present(v: object) -> bool:
 # ---------------------------------------------------------------------------- run selection
 @dataclass
 class RunSet:
-    """All runs under the table's roots: ``df`` (rows of :func:`resnet_repro.runs.load_runs`)
-    and ``mismatched`` (``{run_dir: why}`` for runs whose config differs from their spec)."""
+    """All runs under the table's roots: ``df`` (rows of :func:`resnet_repro.runs.load_runs`),
+    ``mismatched`` (``{run_dir: why}`` for runs whose config differs from their spec) and
+    ``skipped`` (runs left out for a missing or damaged config.json, see ``load_runs``)."""
 
     df: pd.DataFrame
     mismatched: dict[str, str]
+    skipped: list[dict] = field(default_factory=list)
 
     @classmethod
     def load(cls, runs_dir: Path | list[Path]) -> RunSet:
         """Every run directory under ``runs_dir`` (searched recursively), with the runs
-        whose config differs from their experiment spec named in ``mismatched``."""
+        whose config differs from their experiment spec named in ``mismatched``.
+        Damaged runs are named in warnings (see :func:`resnet_repro.runs.load_runs`)."""
         from resnet_repro.experiments import spec_mismatches
 
-        df = load_runs(runs_dir)
+        skipped: list[dict] = []
+        df = load_runs(runs_dir, skipped=skipped)
         mism = spec_mismatches(df.to_dict("records")) if not df.empty else {}
-        return cls(df, mism)
+        return cls(df, mism, skipped)
+
+    def damaged(self, dataset: str, arch: str, shortcut: str | None) -> list[str]:
+        """The damaged files (``run/summary.json``, ``run/config.json``) of runs of one net
+        that tables leave out: runs whose summary is missing, unreadable or has unusable
+        fields, and runs skipped for their config.json whose directory name names the net."""
+        out = []
+        df = self.df
+        if not df.empty and "problem" in df:
+            for _, r in df.iterrows():
+                why = r.get("problem")
+                if (isinstance(why, str) and why and r.get("dataset") == dataset and r.get("arch") == arch
+                        and _shortcut_of(r.get("shortcut")) == shortcut and r.get("status") != "diverged"):
+                    out.append(f"{Path(str(r['run_dir'])).name}/summary.json")
+        for sk in self.skipped:
+            if sk.get("arch") == arch and _shortcut_of(sk.get("shortcut")) == shortcut and sk.get("dataset") in (
+                    None, dataset):
+                out.append(f"{Path(sk['run_dir']).name}/{sk['file']}")
+        return sorted(out)
 
 
 @dataclass
@@ -216,7 +238,8 @@ def select(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value, not
     m = (df["dataset"] == dataset) & (df["arch"] == arch) & same_sc & (df["status"] == "complete")
     sub = df[m]
     n_div = int(((df["dataset"] == dataset) & (df["arch"] == arch) & same_sc & (df["status"] == "diverged")).sum())
-    diverged = [f"{n_div} diverged {arch}{' ' + shortcut if shortcut else ''} run(s), not averaged in"] if n_div else []
+    net = f"{arch}{' ' + shortcut if shortcut else ''}"
+    diverged = [f"{n_div} diverged {net} run(s), not averaged in"] if n_div else []
     rows = []
     for _, r in sub.iterrows():
         why = rs.mismatched.get(str(r["run_dir"]))
@@ -239,7 +262,7 @@ def select(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value, not
     chosen = ordered[0][1]
     others = list(diverged)
     for _, g in ordered[1:]:
-        others.append(f"{len(g)} run(s) at schedule {g[0].get('schedule')} not mixed in")
+        others.append(f"{len(g)} {net} run(s) at schedule {g[0].get('schedule')} not mixed in")
     vals, used = [], []
     missing = 0
     for r in sorted(chosen, key=lambda r: (int(_plain_seed(r.get("seed"))), str(r["run_dir"]))):
@@ -250,7 +273,7 @@ def select(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value, not
         vals.append(float(v))
         used.append(r)
     if missing:
-        others.append(f"{missing} run(s) without this evaluation")
+        others.append(f"{missing} {net} run(s) without this evaluation")
     return Cell(pd.DataFrame(used), vals, others)
 
 
@@ -261,9 +284,15 @@ def _plain_seed(v: object) -> int:
         return 0
 
 
-def _not_run(dataset: str, arch: str, shortcut: str | None) -> str:
+def _not_run(dataset: str, arch: str, shortcut: str | None, rs: RunSet | None = None) -> str:
+    """The text of a cell without usable runs: the command that fills it, or, where runs
+    of the net exist but their logs are damaged, which files (never "not run yet")."""
     from resnet_repro.experiments import spec_for
 
+    bad = rs.damaged(dataset, arch, shortcut) if rs is not None else []
+    if bad:
+        shown = ", ".join(bad[:2]) + (f" and {len(bad) - 2} more" if len(bad) > 2 else "")
+        return f"run(s) found, log damaged: {shown} (see warnings)"
     name = spec_for(dataset, arch, shortcut)
     if name:
         return f"not run yet: resnet-repro run {name} --profile quick"
@@ -389,7 +418,7 @@ def _imagenet_rows(rs: RunSet, names: list[str], paper_vals: dict[str, tuple], p
         if c1.n == 0:
             trained = len(select(rs, "imagenet", arch, sc, lambda r: 0.0, []).values)
             miss = (f"trained ({trained}), no {protocol} evaluation yet" if trained
-                    else _not_run("imagenet", arch, sc))
+                    else _not_run("imagenet", arch, sc, rs))
             row.update({"our top-1 (%)": miss, "our top-5 (%)": "—", "our best top-1 (%)": "—", "n": 0,
                         "schedule": ""})
         else:
@@ -549,7 +578,7 @@ def table6(runs_dir: Path | list[Path]) -> Table:
                 "paper params (M)": f"{p['params'] / 1e6:.2f}" if residual else "—",
                 "paper error (%)": p_err,
                 "paper best (%)": p_best,
-                "our error (%)": c.text() if c.n else _not_run("cifar10", arch, sc),
+                "our error (%)": c.text() if c.n else _not_run("cifar10", arch, sc, rs),
                 "our best (%)": f"{c.best:.2f}" if c.n else "—",
                 "n": c.n,
                 "schedule": ", ".join(sorted(set(map(str, c.runs["schedule"])))) if c.n else "",
@@ -576,7 +605,7 @@ def table_cifar_shortcuts(runs_dir: Path | list[Path]) -> Table:
                 "net": f"ResNet-{depth} {sc}",
                 "params (M)": f"{_cifar_params_m(arch, sc):.3f}",
                 "paper error (%)": _num(ref[depth]["error"]) if sc == "A" else "— (not in the paper)",
-                "our error (%)": c.text() if c.n else _not_run("cifar10", arch, sc),
+                "our error (%)": c.text() if c.n else _not_run("cifar10", arch, sc, rs),
                 "our best (%)": f"{c.best:.2f}" if c.n else "—",
                 "n": c.n,
                 "schedule": ", ".join(sorted(set(map(str, c.runs["schedule"])))) if c.n else "",
@@ -586,6 +615,7 @@ def table_cifar_shortcuts(runs_dir: Path | list[Path]) -> Table:
                    rows, cells, notes, "Paper: option A only (Table 6); B and C are the ImageNet ablation of Table 3.")
 
 
+NO_RUNS_TABLES = ("1", "5", "7", "8")  # measured from the code or paper values only
 BUILDERS = {"1": table1, "2": table2, "3": table3, "4": table4, "5": table5, "6": table6, "7": table7,
             "8": table8, "cifar-shortcuts": table_cifar_shortcuts}
 
@@ -594,14 +624,17 @@ def get_table(n: int | str, runs_dir: Path | list[Path]) -> Table:
     """Table ``n`` (1..8, or ``"cifar-shortcuts"``) rebuilt from the runs under ``runs_dir``.
 
     Warns (``UserWarning``) once per run left out because its config differs from its
-    spec, and per corrupt ``metrics.jsonl`` line or unreadable config.
+    spec, and per damaged run (see :func:`resnet_repro.runs.load_runs`).
 
     Raises:
-        UserError: for a table the paper does not have.
+        UserError: for a table the paper does not have, or (tables that read runs) a
+            ``runs_dir`` that does not exist.
     """
     key = str(n).strip().lower().removeprefix("table").strip()
     if key not in BUILDERS:
         raise UserError(f"the paper has Tables 1 to 8, not {n!r}; also available: cifar-shortcuts")
+    if key not in NO_RUNS_TABLES:
+        check_roots(runs_dir)
     return BUILDERS[key](runs_dir)
 
 

@@ -38,13 +38,17 @@ STATUS_STYLE = {"complete": "green", "missing": "yellow", "interrupted": "cyan",
 
 def print_plan(console: Console, title: str, plans: list) -> None:
     """Print the runs of an experiment (:class:`resnet_repro.experiments.PlannedRun`) with
-    their state: what ``run`` would do to each."""
+    their state: what ``run`` would do to each. The threads column is the count a run
+    will use, or for a complete run the count it trained with."""
+    from resnet_repro.runs import recorded_threads
+
     rt = RichTable(title=escape(title), header_style="bold")
     for c in ("run", "directory", "state", "threads", "note"):
         rt.add_column(c, overflow="fold")
     for p in plans:
         rt.add_row(Text(p.label), Text(str(p.run_dir)), Text(p.status, style=STATUS_STYLE.get(p.status, "")),
-                   Text(str(p.config.threads or "")), Text(p.note))
+                   Text(str((recorded_threads(p.run_dir) if p.status == "complete" else None)
+                            or p.config.threads or "")), Text(p.note))
     console.print(rt)
 
 

@@ -99,7 +99,8 @@ def test_failed_train_prints_one_line_and_leaves_no_directory(tiny_tree, tmp_pat
 
 def test_evaluate_bad_input_prints_one_line(tmp_path, capsys):
     _one_line(*run_main(["evaluate", "--weights", str(tmp_path / "none.pt"), "--arch", "resnet50",
-                         "--data-dir", str(tmp_path), "--protocol", "center"], capsys))
+                         "--data-dir", str(tmp_path), "--protocol", "center"], capsys),
+              needle="none.pt' does not exist")
 
 
 def test_train_help_text(capsys, monkeypatch):

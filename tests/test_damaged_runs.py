@@ -131,6 +131,9 @@ def test_damaged_summary_with_checkpoints_resumes(tmp_path):
     spec = load_spec("cifar10-depth")
     p = {p.label: p for p in plan(spec, "quick", out=root, data_dir="synthetic", jobs=1)}["resnet20-A-quick-s0"]
     assert p.status == "interrupted" and "summary.json is damaged" in p.note
+    (d / "checkpoints" / "final.pt").write_bytes(b"weights")  # it finished: resuming would retrain its tail
+    p = {p.label: p for p in plan(spec, "quick", out=root, data_dir="synthetic", jobs=1)}["resnet20-A-quick-s0"]
+    assert p.status == "conflict" and not p.todo and "final.pt" in p.note
 
 
 # ---------------------------------------------------------------------------- 3. missing metrics.jsonl
@@ -212,6 +215,11 @@ def test_fig7_hint_for_an_existing_run_is_the_responses_command(tmp_path):
     add_responses(p20, "plain20", 19, None)
     r56 = run(tmp_path, "resnet56")
     (r56 / "responses.json").write_text('{"format": 1, "layers": "?"}')
+    _, msgs = caught_warnings(collect_responses, [tmp_path])  # no final.pt (still training, or a clone)
+    hint = next(m for m in msgs if "ResNet-56" in m and "Fig. 7 nets without responses" in m)
+    assert "resnet-repro train --arch" in hint and "resnet-repro responses RUN_DIR" in hint
+    (r56 / "checkpoints").mkdir()
+    (r56 / "checkpoints" / "final.pt").write_bytes(b"weights")  # finished: only the measurement is missing
     _, msgs = caught_warnings(collect_responses, [tmp_path])
     hint = next(m for m in msgs if "ResNet-56" in m and "Fig. 7 nets without responses" in m)
     assert f"resnet-repro responses {r56}" in hint and "train" not in hint

@@ -5,6 +5,7 @@ parallel processes, submitit, TensorBoard. Trains an 8-layer net on a tiny image
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -237,6 +238,17 @@ def test_tensorboard_events_or_a_clear_error(tiny_spec, tmp_path):
         return
     fit(p.config, p.run_dir)
     assert list(p.run_dir.glob("events.out.tfevents.*"))
+
+
+def test_thread_count_is_checked_only_for_runs_that_resume_from_checkpoints(tiny_spec, tmp_path):
+    out = tmp_path / "results"
+    p = plan(tiny_spec, "smoke", out=out, iterations=6, precision="fp32", device="cpu", threads=1)[0]
+    fit(p.config, p.run_dir, stop_after=3)
+    q = plan(tiny_spec, "smoke", out=out, iterations=6, precision="fp32", device="cpu", threads=2)[0]
+    assert q.status == "conflict"
+    shutil.rmtree(p.run_dir / "checkpoints")  # it starts again from zero: the old count does not matter
+    q = plan(tiny_spec, "smoke", out=out, iterations=6, precision="fp32", device="cpu", threads=2)[0]
+    assert q.status == "interrupted" and q.config.threads == 2 and q.note == ""
 
 
 def test_cli_run_dry_run_and_smoke(tiny_spec, tmp_path, capsys):

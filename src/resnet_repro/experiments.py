@@ -551,6 +551,11 @@ def _inspect(p: PlannedRun, config_cls: type, threads: int | None = None) -> Non
             p.note = (f"{summary_path} is damaged ({what}) and the run has no checkpoints; restore that file "
                       "(e.g. from git) or move the directory away")
             return
+        if (p.run_dir / "checkpoints" / "final.pt").is_file():  # it finished: resuming would retrain its tail
+            p.status = "conflict"
+            p.note = (f"{summary_path} is damaged ({what}) but the run finished (checkpoints/final.pt); restore "
+                      "that file (e.g. from git) or move the directory away")
+            return
         p.note = f"{summary_path} is damaged ({what}); resuming from the checkpoints rewrites it"
         summary = {}
     summary = summary or {}
@@ -573,8 +578,12 @@ def _inspect(p: PlannedRun, config_cls: type, threads: int | None = None) -> Non
     # run and its resume (data location, TensorBoard; threads on a GPU) come from now.
     update = {k: getattr(p.config, k) for k in ("data_dir", "threads", "tensorboard")}
     from resnet_repro.runs import recorded_threads
+    from resnet_repro.train.checkpoint import has_checkpoints
 
-    had = recorded_threads(p.run_dir, stored["config"]) if str(old.device) == "cpu" else None
+    # only a run that will resume from its checkpoints depends on its old count (one
+    # without them starts again from zero; one training now is not touched)
+    resumable = p.status == "interrupted" and has_checkpoints(p.run_dir / "checkpoints")
+    had = recorded_threads(p.run_dir, stored["config"]) if resumable and str(old.device) == "cpu" else None
     if had is not None:
         if threads is not None and threads != had:
             p.status = "conflict"

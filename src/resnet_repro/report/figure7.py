@@ -51,10 +51,10 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
     roots = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
     chosen: dict[str, tuple[tuple, dict]] = {}
     missing: list[str] = []
-    existing: dict[str, list[str]] = {}  # arch -> runs of it (from config.json) that Fig. 7 could draw
+    existing: dict[str, list[str]] = {}  # arch -> finished runs of it (final.pt) that Fig. 7 could draw
     for d in find_runs(roots):
         arch = _option_a_arch(d)
-        if arch is not None:
+        if arch is not None and (d / "checkpoints" / "final.pt").is_file():
             existing.setdefault(arch, []).append(str(d))
         r = read_responses(d)
         if r is None:
@@ -96,7 +96,7 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
                       f" (their runs exist: measure them with `resnet-repro responses {runs_}`)", stacklevel=2)
     if untrained:
         warnings.warn("Fig. 7 nets without responses: " + ", ".join(_label(n) for n in untrained) +
-                      " (train them, e.g. `resnet-repro train --arch " + untrained[0] +
+                      " (no finished run: train them, e.g. `resnet-repro train --arch " + untrained[0] +
                       "`, then `resnet-repro responses RUN_DIR`)", stacklevel=2)
     out = [r for _, r in chosen.values()]
     out.sort(key=lambda r: (spec(r["arch"]).depth, spec(r["arch"]).residual))

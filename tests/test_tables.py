@@ -200,3 +200,29 @@ def test_data_copy_names_the_file_and_kind(data_dir, kind, expect):
     from resnet_repro.runs import data_copy_name
 
     assert data_copy_name(data_dir, kind) == expect
+
+
+def test_terminal_table_moves_long_hints_below_it(tmp_path):
+    """In the terminal view a "not run yet: COMMAND" cell shows "not run yet [k]" and the
+    command is printed whole below the table, once per distinct command; the Markdown
+    output keeps the full cell."""
+    import io
+
+    from rich.console import Console
+
+    from resnet_repro.report.render import print_table
+
+    (tmp_path / "empty").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = get_table(6, tmp_path / "empty")
+    buf = io.StringIO()
+    print_table(Console(file=buf, width=80, color_system=None), t)
+    lines = buf.getvalue().splitlines()
+    assert "[1] resnet-repro run cifar10-depth --profile quick" in lines
+    assert "[2] resnet-repro run cifar10-1202 --profile quick" in lines
+    assert not any(ln.startswith("[3]") for ln in lines)
+    body = "\n".join(ln for ln in lines if ln.startswith("│"))
+    assert body.count("[1]") == 9 and body.count("[2]") == 1  # 5 ResNets and 4 plain nets of cifar10-depth
+    assert "resnet-repro" not in body
+    assert "not run yet: resnet-repro run cifar10-depth --profile quick" in to_text(t, "markdown")

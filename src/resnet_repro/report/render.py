@@ -19,17 +19,36 @@ from rich.text import Text
 from resnet_repro.report.tables import Table, _cell
 
 
+NOTE_AFTER = 24  # cells longer than this with a "head: detail" text move the detail below
+
+
 def print_table(console: Console, t: Table) -> None:
-    """Print ``t`` as a rich table with its title and caption."""
+    """Print ``t`` as a rich table with its title and caption. A long cell of the form
+    ``head: detail`` (e.g. ``not run yet: resnet-repro run ...``) shows ``head [k]`` and
+    its detail is printed once below the table as note ``[k]``, so that a command stays
+    on one line in a narrow terminal (the Markdown/CSV/LaTeX outputs keep the full cell).
+    """
     shown = t.shown()
     head = f"{t.label}. {t.title}" if t.number else t.title
     rt = RichTable(title=escape(head), caption=escape(t.caption), caption_justify="left", show_lines=False,
                    header_style="bold")
     for c in shown.columns:
         rt.add_column(Text(str(c)), overflow="fold")
+    notes: dict[str, int] = {}
+
+    def cell(v) -> Text:
+        text = _cell(v)
+        first, sep, rest = text.partition(": ")
+        if len(text) <= NOTE_AFTER or not sep or "\n" in first:
+            return Text(text)
+        k = notes.setdefault(rest, len(notes) + 1)
+        return Text(f"{first} [{k}]")
+
     for row in shown.itertuples(index=False):
-        rt.add_row(*(Text(_cell(v)) for v in row))
+        rt.add_row(*(cell(v) for v in row))
     console.print(rt)
+    for rest, k in notes.items():
+        console.print(Text(f"[{k}] {rest}"), soft_wrap=True)
 
 
 STATUS_STYLE = {"complete": "green", "missing": "yellow", "interrupted": "cyan", "running": "cyan",

@@ -18,7 +18,6 @@ from rich.text import Text
 
 from resnet_repro.report.tables import Table, _cell
 
-
 NOTE_AFTER = 24  # cells longer than this with a "head: detail" text move the detail below
 
 

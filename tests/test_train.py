@@ -197,7 +197,9 @@ def test_resume_refuses_another_thread_count(tiny_tree, tmp_path):
         assert "\n" not in str(exc.value)
         assert (tmp_path / "r" / "metrics.jsonl").read_bytes() == before
         assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["threads"] == 1
-        assert fit(cfg, tmp_path / "r", resume=True)["status"] == "complete"
+        torch.set_num_threads(2)  # no --threads on resume: the count the run was started with
+        done = fit(cfg_for(tiny_tree, iterations=20), tmp_path / "r", resume=True)
+        assert done["status"] == "complete" and done["threads"] == 1
         # threads null (the torch default): the count the run used is what counts
         torch.set_num_threads(1)
         fit(cfg_for(tiny_tree, iterations=20), tmp_path / "d", stop_after=5)

@@ -249,3 +249,26 @@ def test_report_fig7_has_a_caption_and_its_runs(tmp_path):
     assert "![Fig. 7: std of the 3x3 layer responses" in sec and "(figures/figure7.png)" in sec
     assert "PDF: `figures/figure7.pdf`." in sec
     assert "Runs behind it (2): `cifar10/plain20-quick-s0`, `cifar10/resnet20-A-quick-s0`." in sec
+
+
+# ---------------------------------------------------------------------------- the same run in two folders
+def test_a_run_found_twice_is_counted_once(tmp_path):
+    """`make quickstart` and `run --out runs` can hold the same recipe and seed in two
+    folders: one sample, not n=2 (a std of 0 from one run)."""
+    a = write_synthetic_run(tmp_path / "quickstart" / "resnet20-A-smoke-s0", "resnet20", 0, "smoke",
+                            final_test_error=70.8)
+    b = write_synthetic_run(tmp_path / "cifar10" / "resnet20-A-smoke-s0", "resnet20", 0, "smoke",
+                            final_test_error=70.8)
+    write_synthetic_run(tmp_path / "cifar10" / "resnet20-A-smoke-s1", "resnet20", 1, "smoke", final_test_error=72.0)
+    df, msgs = caught_warnings(runs.load_runs, tmp_path)
+    assert sorted(df["seed"]) == [0, 1]
+    assert sum("(the same recipe and seed); counted once" in m for m in msgs) == 1
+    assert any(str(a) in m and str(b) in m for m in msgs), msgs
+    t, _ = caught_warnings(get_table, 6, tmp_path)
+    assert cell(t, "ResNet-20").endswith("(n=2)")
+    # an interrupted copy does not replace the complete one
+    summ = json.loads((b / "summary.json").read_text())
+    (b / "summary.json").write_text(json.dumps({**summ, "status": "interrupted"}))
+    df, _ = caught_warnings(runs.load_runs, tmp_path)
+    row = df[df["seed"] == 0].iloc[0]
+    assert row["status"] == "complete" and row["run_dir"] == str(a)

@@ -489,7 +489,8 @@ def load_runs(roots: list[Path] | Path, skipped: list[dict] | None = None) -> pd
     ``data_source_kind``, and ``data_copy`` from :func:`data_copy_name`), and the summary (``status``, ``final_train_error``,
     ``final_val_error``, ``final_test_error``, ``wall_s``, ``images_per_s``,
     ``iterations_done``; ``threads_used``, the CPU threads the run recorded using, None
-    where it did not). The frame always has the columns of :data:`RUN_COLUMNS`;
+    where it did not). A run found twice (the same recipe and seed in two folders) is
+    one row, with a warning. The frame always has the columns of :data:`RUN_COLUMNS`;
     ``problem`` names what is wrong with the run's ``summary.json`` (None for a sound one).
 
     Every damaged run is named in a warning (``UserWarning``) and nothing crashes:
@@ -514,6 +515,7 @@ def load_runs(roots: list[Path] | Path, skipped: list[dict] | None = None) -> pd
             net exists but is damaged.
     """
     rows: list[dict[str, Any]] = []
+    keys: list[str] = []
     out_skipped = skipped if skipped is not None else []
     for d in orphan_runs(roots):
         warnings.warn(f"{d}/config.json is missing (the directory holds other run files); run skipped: restore "
@@ -560,13 +562,43 @@ def load_runs(roots: list[Path] | Path, skipped: list[dict] | None = None) -> pd
         row["problem"] = damaged
         row["run_dir"] = str(d)
         rows.append(row)
-    df = pd.DataFrame(rows)
+        keys.append(_recipe_key(cfg["config"]))
+    df = pd.DataFrame(_once_per_recipe(rows, keys))
     for c in RUN_COLUMNS:
         if c not in df.columns:
             df[c] = pd.Series(dtype=object)
     if "dataset" in df.columns:
         df["dataset"] = df["dataset"].fillna("cifar10") if len(df) else df["dataset"]
     return df
+
+
+def _recipe_key(config: dict) -> str:
+    """What makes two runs the same run: every config field that determines the numbers
+    (all but the ones a resume may change, such as ``data_dir`` and ``threads``), seed
+    included."""
+    from resnet_repro.train.config import RESUME_MUTABLE
+
+    return json.dumps({k: v for k, v in config.items() if k not in RESUME_MUTABLE}, sort_keys=True, default=str)
+
+
+def _once_per_recipe(rows: list[dict], keys: list[str]) -> list[dict]:
+    """``rows`` with each run counted once: a run found twice (the same recipe and seed in
+    two folders, e.g. ``runs/quickstart`` and ``runs/cifar10``) is one sample, not two.
+    The complete one is kept (else the first found); the other is named in a warning."""
+    kept: list[dict] = []
+    where: dict[str, int] = {}
+    for row, key in zip(rows, keys, strict=True):
+        j = where.get(key)
+        if j is None:
+            where[key] = len(kept)
+            kept.append(row)
+            continue
+        other = kept[j]
+        if row["status"] == "complete" and other["status"] != "complete":
+            kept[j], row, other = row, other, row
+        warnings.warn(f"{row['run_dir']} repeats {other['run_dir']} (the same recipe and seed); counted once",
+                      stacklevel=3)
+    return kept
 
 
 def _read_summary(d: Path) -> tuple[dict, str | None]:

@@ -272,3 +272,12 @@ def test_a_run_found_twice_is_counted_once(tmp_path):
     df, _ = caught_warnings(runs.load_runs, tmp_path)
     row = df[df["seed"] == 0].iloc[0]
     assert row["status"] == "complete" and row["run_dir"] == str(a)
+
+
+@pytest.mark.parametrize("err, problem", [(8.0, None), (0.0, None), (100.0, None), (-5.0, "out of range"),
+                                          (100.5, "out of range"), ("x", "not a number")])
+def test_summary_problem_checks_error_range(err, problem):
+    """The check `train --resume` uses on a complete run's summary range-checks errors too."""
+    summ = {"status": "complete", "iterations_done": 10, "final_test_error": err, "wall_s": 1.0}
+    why = runs.summary_problem(summ, 10)
+    assert why is None if problem is None else problem in why and "final_test_error" in why

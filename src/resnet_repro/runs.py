@@ -272,8 +272,9 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 
 def summary_problem(summary: dict, iterations: int | None = None) -> str | None:
     """What is wrong with a ``summary.json`` object, or None: an unknown status, counts
-    that are not integers, errors and times that are not finite numbers, or (with
-    ``iterations``) a ``complete`` run that did not do them all."""
+    that are not integers, errors and times that are not finite numbers, errors outside
+    [0, 100] % (:func:`summary_field_problem`), or (with ``iterations``) a ``complete``
+    run that did not do them all."""
     if summary.get("status") not in STATUSES:
         return f"status {summary.get('status')!r}"
     done = summary.get("iterations_done")
@@ -282,8 +283,9 @@ def summary_problem(summary: dict, iterations: int | None = None) -> str | None:
     if iterations is not None and summary["status"] == "complete" and done != iterations:
         return f"complete after {done} of {iterations} iterations"
     for k in ("final_train_error", "final_val_error", "final_test_error", "images_per_s"):
-        if summary.get(k) is not None and _number(summary[k]) is None:
-            return f"{k} {summary[k]!r:.40}"
+        why = summary_field_problem(k, summary.get(k))
+        if why:
+            return why
     if _number(summary.get("wall_s")) is None:
         return f"wall_s {summary.get('wall_s')!r:.40}"
     return None

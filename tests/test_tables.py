@@ -79,9 +79,12 @@ def test_table6_golden_cells(golden):
 def test_table6_cells_without_runs_name_the_command(tmp_path):
     t = get_table(6, tmp_path)
     r = row(t, "ResNet-56")
-    assert r["our error (%)"] == "not run yet: resnet-repro run cifar10-depth --profile quick"
-    assert row(t, "ResNet-1202")["our error (%)"] == "not run yet: resnet-repro run cifar10-1202 --profile quick"
-    assert row(t, "ResNet-110")["our error (%)"] == "not run yet: resnet-repro run cifar10-depth --profile quick"
+    # the command writes where the table reads (run's default is results/)
+    assert r["our error (%)"] == f"not run yet: resnet-repro run cifar10-depth --profile quick --out {tmp_path}"
+    assert row(t, "ResNet-1202")["our error (%)"] == \
+        f"not run yet: resnet-repro run cifar10-1202 --profile quick --out {tmp_path}"
+    assert row(t, "ResNet-110")["our error (%)"] == \
+        f"not run yet: resnet-repro run cifar10-depth --profile quick --out {tmp_path}"
     assert r["n"] == 0 and math.isnan(r["mean"])
     assert r["paper error (%)"] == f"{paper.cifar_table6()[56]['error']:.2f}"
     assert "not run yet" in t.caption
@@ -162,7 +165,8 @@ def test_cifar_shortcuts_table(tmp_path):
     assert len(t.frame) == 12
     b = row(t, "ResNet-20 B")
     assert (b["n"], b["best"], b["our error (%)"]) == (1, 8.25, "8.25")
-    assert row(t, "ResNet-20 C")["our error (%)"] == "not run yet: resnet-repro run cifar10-shortcuts --profile quick"
+    assert row(t, "ResNet-20 C")["our error (%)"] == \
+        f"not run yet: resnet-repro run cifar10-shortcuts --profile quick --out {tmp_path}"
     assert row(t, "ResNet-20 A")["paper error (%)"] == f"{paper.cifar_table6()[20]['error']:.2f}"
     assert float(b["params (M)"]) > float(row(t, "ResNet-20 A")["params (M)"])
 
@@ -219,10 +223,28 @@ def test_terminal_table_moves_long_hints_below_it(tmp_path):
     buf = io.StringIO()
     print_table(Console(file=buf, width=80, color_system=None), t)
     lines = buf.getvalue().splitlines()
-    assert "[1] resnet-repro run cifar10-depth --profile quick" in lines
-    assert "[2] resnet-repro run cifar10-1202 --profile quick" in lines
+    assert f"[1] resnet-repro run cifar10-depth --profile quick --out {tmp_path / 'empty'}" in lines
+    assert f"[2] resnet-repro run cifar10-1202 --profile quick --out {tmp_path / 'empty'}" in lines
     assert not any(ln.startswith("[3]") for ln in lines)
     body = "\n".join(ln for ln in lines if ln.startswith("│"))
     assert body.count("[1]") == 9 and body.count("[2]") == 1  # 5 ResNets and 4 plain nets of cifar10-depth
     assert "resnet-repro" not in body
     assert "not run yet: resnet-repro run cifar10-depth --profile quick" in to_text(t, "markdown")
+
+
+def test_fill_command_follows_the_runs_it_reads(tmp_path, monkeypatch):
+    """The "not run yet" command uses the profile of the runs already in the table and
+    writes where the table reads: no --out for results/ (run's default), the folder
+    otherwise, and the spec's quick profile when there are no runs."""
+    monkeypatch.chdir(tmp_path)
+    write_synthetic_run(tmp_path / "results" / "cifar10" / "plain20-quick-s0", "plain20", 0, "quick")
+    t = get_table(6, "results")
+    assert row(t, "ResNet-56")["our error (%)"] == "not run yet: resnet-repro run cifar10-depth --profile quick"
+    smoke = tmp_path / "runs" / "quickstart"
+    for arch in ("plain20", "resnet20"):
+        write_synthetic_run(smoke / f"{arch}-smoke-s0", arch, 0, "smoke")
+    t = get_table(6, smoke)
+    assert row(t, "ResNet-56")["our error (%)"] == \
+        f"not run yet: resnet-repro run cifar10-depth --profile smoke --out {smoke}"
+    t = get_table(6, smoke / "plain20-smoke-s0")  # one run directory: no --out into it
+    assert row(t, "ResNet-56")["our error (%)"] == "not run yet: resnet-repro run cifar10-depth --profile smoke"

@@ -129,6 +129,21 @@ class RunSet:
     df: pd.DataFrame
     mismatched: dict[str, str]
     skipped: list[dict] = field(default_factory=list)
+    roots: list[Path] = field(default_factory=list)
+
+    def fill_command(self, name: str) -> str:
+        """The ``resnet-repro run`` command that adds runs of experiment ``name`` to these
+        tables: the profile of the runs already here (``smoke``/``quick``/``paper``, the
+        most common; ``quick`` if none), and ``--out`` when the table reads one folder
+        other than ``results`` (where ``run`` writes by default)."""
+        scheds = self.df["schedule"].dropna().astype(str) if not self.df.empty else pd.Series(dtype=str)
+        scheds = scheds[scheds.isin(("smoke", "quick", "paper"))]
+        profile = scheds.value_counts().idxmax() if len(scheds) else "quick"
+        cmd = f"resnet-repro run {name} --profile {profile}"
+        root = self.roots[0] if len(self.roots) == 1 else None
+        if root is not None and root.resolve() != Path("results").resolve() and not (root / "config.json").exists():
+            cmd += f" --out {root}"
+        return cmd
 
     @classmethod
     def load(cls, runs_dir: Path | list[Path]) -> RunSet:
@@ -140,7 +155,8 @@ class RunSet:
         skipped: list[dict] = []
         df = load_runs(runs_dir, skipped=skipped)
         mism = spec_mismatches(df.to_dict("records")) if not df.empty else {}
-        return cls(df, mism, skipped)
+        roots = [Path(runs_dir)] if isinstance(runs_dir, (str, Path)) else [Path(p) for p in runs_dir]
+        return cls(df, mism, skipped, roots)
 
     def damaged(self, dataset: str, arch: str, shortcut: str | None) -> list[str]:
         """The damaged files (``run/summary.json``, ``run/config.json``) of runs of one net
@@ -295,7 +311,7 @@ def _not_run(dataset: str, arch: str, shortcut: str | None, rs: RunSet | None = 
         return f"run(s) found, log damaged: {shown} (see warnings)"
     name = spec_for(dataset, arch, shortcut)
     if name:
-        return f"not run yet: resnet-repro run {name} --profile quick"
+        return "not run yet: " + (rs.fill_command(name) if rs is not None else f"resnet-repro run {name} --profile quick")
     return f"not run yet: resnet-repro train --arch {arch}" + (f" --shortcut {shortcut}" if shortcut else "")
 
 

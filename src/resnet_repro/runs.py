@@ -296,6 +296,18 @@ def log_event(run_dir: Path, event: dict) -> None:
     append_line(Path(run_dir) / "metrics.jsonl", json.dumps(event, sort_keys=True))
 
 
+def thread_count(v: Any) -> int | None:
+    """``v`` if it is a usable CPU thread count (an int >= 1, not a bool), else None."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else None
+
+
+def chosen_threads(run_dir: Path) -> int | None:
+    """The thread count a run was started with by ``--threads`` (its config.json), or
+    None where it was started with the torch default or the config is unreadable."""
+    config = (read_json(Path(run_dir) / "config.json") or {}).get("config")
+    return thread_count(config.get("threads")) if isinstance(config, dict) else None
+
+
 def recorded_threads(run_dir: Path, config: dict | None = None) -> int | None:
     """The CPU thread count a run trained with, or None if it recorded none.
 
@@ -304,20 +316,17 @@ def recorded_threads(run_dir: Path, config: dict | None = None) -> int | None:
     default (``threads`` null) the count it actually used: the first ``start`` event of
     ``metrics.jsonl``, else ``summary.json``'s ``threads``.
     """
-    def count(v: Any) -> int | None:
-        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else None
-
     run_dir = Path(run_dir)
     if config is None:
         config = (read_json(run_dir / "config.json") or {}).get("config")
-    if isinstance(config, dict) and count(config.get("threads")) is not None:
+    if isinstance(config, dict) and thread_count(config.get("threads")) is not None:
         return config["threads"]
     with warnings.catch_warnings():  # a damaged log is reported by the commands that read it
         warnings.simplefilter("ignore")
         start = next((ev for ev in read_metrics(run_dir) if ev.get("event") == "start"), None)
-    if start is not None and count(start.get("threads")) is not None:
+    if start is not None and thread_count(start.get("threads")) is not None:
         return start["threads"]
-    return count((read_json(run_dir / "summary.json") or {}).get("threads"))
+    return thread_count((read_json(run_dir / "summary.json") or {}).get("threads"))
 
 
 def read_json(path: Path) -> dict | None:
@@ -560,7 +569,7 @@ def load_runs(roots: list[Path] | Path, skipped: list[dict] | None = None) -> pd
                           stacklevel=2)
             damaged = damaged or "summary.json: no final_test_error"
         threads = summ.get("threads")
-        row["threads_used"] = threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+        row["threads_used"] = thread_count(threads)
         row["problem"] = damaged
         row["run_dir"] = str(d)
         rows.append(row)

@@ -501,11 +501,8 @@ def fit(
     emit = on_event or (lambda ev: None)
     if cfg.tensorboard:
         tensorboard_writer_class()  # a missing extra fails before anything is created
-    if resume and cfg.threads is None:  # no --threads: resume with the count the run chose
-        stored = (runs.read_json(run_dir / "config.json") or {}).get("config")
-        chosen = stored.get("threads") if isinstance(stored, dict) else None
-        if isinstance(chosen, int) and not isinstance(chosen, bool) and chosen >= 1:
-            cfg = cfg.model_copy(update={"threads": chosen})
+    if resume and cfg.threads is None and (chosen := runs.chosen_threads(run_dir)):  # no --threads: the run's own
+        cfg = cfg.model_copy(update={"threads": chosen})
     created = missing_dirs(run_dir)
     try:
         ensure_writable(run_dir)

@@ -9,7 +9,7 @@ DOWNLOAD := $(if $(wildcard $(SHARED_CIFAR)),,--download)
 SCHEDULE ?= quick
 RUNS   ?= runs/quickstart
 
-.PHONY: help setup test test-slow lint quickstart clean
+.PHONY: help setup test test-slow lint quickstart clean paper-runs paper-runs-status paper-runs-stop paper-runs-store
 
 help:
 	@echo "make quickstart  set up, train plain-20 and ResNet-20 on CIFAR-10 (SCHEDULE=$(SCHEDULE)), print Table 6"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint        ruff over src/ and tests/"
 	@echo "make table-N     paper Table N (1-8) from the run logs in results/ (printed, and written to results/tableN.md); make figure-N (1, 4, 6, 7); make report"
 	@echo "make reproduce-cifar-quick   run every CIFAR-10 experiment at the quick schedule, then the report (-paper: the paper's)"
+	@echo "make paper-runs  start or resume the 64k-iteration CPU runs in the background (pinned code; -status, -stop, -store)"
 	@echo "make bench       time our training step against the usual pipeline (BENCH=--quick for ~2 min)"
 
 setup: $(VENV)/.installed
@@ -67,3 +68,13 @@ BENCH ?=
 .PHONY: bench
 bench: setup
 	$(BIN)/resnet-repro bench $(BENCH) $(if $(wildcard $(DATA)),--data-dir $(DATA),--synthetic)
+
+# The paper's 64k-iteration CIFAR-10 runs on this CPU, from a pinned worktree (scripts/paper-runs).
+paper-runs:
+	scripts/paper-runs start
+paper-runs-status:
+	scripts/paper-runs status
+paper-runs-stop:
+	scripts/paper-runs stop
+paper-runs-store:
+	scripts/paper-runs store

@@ -16,7 +16,7 @@ help:
 	@echo "make test        set up, run the fast tests (make test-slow: the slow ones)"
 	@echo "make setup       create $(VENV) and install the package with its dev extras"
 	@echo "make lint        ruff over src/ and tests/"
-	@echo "make table-N     paper Table N (1-8) from the run logs in results/ (printed, and written to results/tableN.md); make figure-N (1, 4, 6, 7); make report"
+	@echo "make table-N     paper Table N (1-8) from the run logs in results/ (printed, and written to results/tableN.md); make figure-N (1, 4, 6, 7), figure-1-paper, figure-6-quick, ...; make report"
 	@echo "make reproduce-cifar-quick   run every CIFAR-10 experiment at the quick schedule, then the report (-paper: the paper's)"
 	@echo "make paper-runs  start or resume the 64k-iteration CPU runs in the background (pinned code; -status, -stop, -store)"
 	@echo "make bench       time our training step against the usual pipeline (BENCH=--quick for ~2 min)"
@@ -55,6 +55,11 @@ $(TABLES): table-%: setup
 	$(BIN)/resnet-repro table $* --runs $(RESULTS) --out $(RESULTS)/table$*.md
 $(FIGURES): figure-%: setup
 	$(BIN)/resnet-repro figure $* --runs $(RESULTS) --out $(RESULTS)/figures/figure$*
+# Figures 1 and 6 at one schedule each (runs in progress drawn and labelled): figure-6-paper, figure-1-quick, ...
+SCHEDULE_FIGURES := $(foreach f,1 6,$(foreach s,paper quick,figure-$(f)-$(s)))
+.PHONY: $(SCHEDULE_FIGURES)
+$(SCHEDULE_FIGURES): setup
+	$(BIN)/resnet-repro figure $(word 2,$(subst -, ,$@)) --schedule $(word 3,$(subst -, ,$@)) --runs $(RESULTS) --out $(RESULTS)/figures/figure$(word 2,$(subst -, ,$@))-$(word 3,$(subst -, ,$@))
 report: setup
 	$(BIN)/resnet-repro report --runs $(RESULTS) --out $(RESULTS)/REPORT.md
 reproduce-cifar-quick reproduce-cifar-paper: reproduce-cifar-%: setup

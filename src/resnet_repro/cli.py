@@ -503,17 +503,25 @@ def figure(
     runs_dir: list[Path] = typer.Option(
         [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Base path or folder (default results/figures/figureN); writes .png and .pdf."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Base path or folder (default results/figures/figureN, or figureN-SCHEDULE with --schedule); writes .png and .pdf."),
+    schedule: str | None = typer.Option(None, "--schedule", help="Figures 1 and 6: draw the runs of this schedule (paper, quick, smoke, custom), runs still in progress drawn thin and labelled. Default: the schedule of the longest complete run, so one figure never mixes schedules."),
 ) -> None:
     """Rebuild paper Figure N from logged runs as PNG and PDF: 1 (plain-20/56 on
-    CIFAR-10), 4 (ImageNet 18/34), 6 (CIFAR-10 depths), 7 (layer responses)."""
+    CIFAR-10), 4 (ImageNet 18/34), 6 (CIFAR-10 depths), 7 (layer responses).
+
+    Examples:
+
+      resnet-repro figure 6
+
+      resnet-repro figure 6 --schedule paper --runs results
+    """
     import warnings
 
     from resnet_repro.report.figures import figure as make_figure
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = make_figure(number, runs_dir, out)
+        paths = make_figure(number, runs_dir, out, schedule)
     for w in caught:
         err_console.print(f"warning: {w.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     for p in paths:

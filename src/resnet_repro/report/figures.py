@@ -29,7 +29,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 from resnet_repro import paper
 from resnet_repro.errors import UserError
 from resnet_repro.fsio import atomic_write_bytes
-from resnet_repro.report.tables import RunSet, parse_net, select
+from resnet_repro.report.tables import RunSet, in_progress, parse_net, select
 from resnet_repro.runs import check_roots, metrics_frame
 
 FIGURES = (1, 4, 6, 7)
@@ -50,6 +50,14 @@ class Curve:
     iterations: int
     frame: pd.DataFrame
     data: str | None = None
+    done: int | None = None  # iterations done, for a run still in progress (None: complete)
+
+    @property
+    def label(self) -> str:
+        """The legend entry: the net, and for a run in progress how far it is."""
+        if self.done is None:
+            return self.net
+        return f"{self.net} (in progress: {self.done / 1e3:g}k of {self.iterations / 1e3:g}k)"
 
 
 @dataclass
@@ -74,7 +82,7 @@ def eval_curve(run_dir: str | Path) -> pd.DataFrame:
     return df.sort_values("iteration").reset_index(drop=True)
 
 
-def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str]) -> Curve | None:
+def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str], schedule: str | None = None) -> Curve | None:
     """The curve of paper net ``net`` (``"plain-20"``, ``"ResNet-110"``): the lowest-seed
     run of the runs a table would use that has ``eval`` events; None without one.
 
@@ -82,12 +90,20 @@ def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str]) -> Curve | N
         notes: receives one line per run left out (config differs from its spec, or a
             ``metrics.jsonl`` that is missing or holds no ``eval`` events), for the
             figure's warnings.
+        schedule: only runs of this schedule; where it has no complete run of the net,
+            the lowest-seed run still in progress is drawn (``Curve.done`` set: it is
+            labelled as in progress, and never counted by a table).
     """
     parsed = parse_net(net)
     if parsed is None:
         return None
-    cell = select(rs, dataset, parsed[0], parsed[1], lambda r: 0.0, notes)
-    for _, r in cell.runs.iterrows():
+    cell = select(rs, dataset, parsed[0], parsed[1], lambda r: 0.0, notes, schedule=schedule)
+    candidates = [(r, None) for _, r in cell.runs.iterrows()]
+    if not candidates and schedule is not None:
+        for _, r in in_progress(rs, dataset, parsed[0], parsed[1], schedule).iterrows():
+            if r["run_dir"] not in rs.mismatched:
+                candidates.append((r, int(r.get("iterations_done") or 0)))
+    for r, done in candidates:
         frame = eval_curve(r["run_dir"])
         if frame.empty:
             log = Path(str(r["run_dir"])) / "metrics.jsonl"
@@ -95,9 +111,41 @@ def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str]) -> Curve | N
             notes.append(f"{log} {what}; {net} curve of run {r['run_dir']} not drawn")
             continue
         data = r.get("data_copy")
+        if done is not None:
+            done = int(frame["iteration"].max())
         return Curve(net, str(r["run_dir"]), str(r.get("schedule")), int(r.get("iterations") or 0),
-                     frame, data if isinstance(data, str) else None)
+                     frame, data if isinstance(data, str) else None, done)
     return None
+
+
+def figure_schedule(rs: RunSet, dataset: str, nets: list[str]) -> str | None:
+    """The schedule a figure is drawn at when none is asked for: that of the complete run
+    with the most iterations among ``nets`` (so one figure never mixes schedules), else
+    that of the longest run in progress; None without runs of these nets."""
+    df = rs.df
+    if df.empty:
+        return None
+    keys = {k for k in (parse_net(n) for n in nets) if k is not None}
+    best: tuple[int, int, str] | None = None
+    for _, r in df.iterrows():
+        sc = r.get("shortcut") if isinstance(r.get("shortcut"), str) and r.get("shortcut") else None
+        if r.get("dataset") != dataset or (r.get("arch"), sc) not in keys:
+            continue
+        status = r.get("status")
+        if status not in ("complete", "running", "interrupted"):
+            continue
+        it = r.get("iterations")
+        rank = (int(status == "complete"), int(it) if isinstance(it, (int, float)) and it == it else 0,
+                str(r.get("schedule")))
+        if best is None or rank > best:
+            best = rank
+    return None if best is None else best[2]
+
+
+def _schedule_iterations(curves: list[Curve]) -> int | None:
+    """The schedule length of ``curves`` (the x axis ends there), None if they differ."""
+    its = {c.iterations for c in curves}
+    return its.pop() if len(its) == 1 else None
 
 
 def _schedule_note(curves: list[Curve], paper_iterations: int) -> str:
@@ -110,6 +158,8 @@ def _schedule_note(curves: list[Curve], paper_iterations: int) -> str:
     what = ", ".join(f"{s} schedule, {i:,} iterations" for s, i in scheds)
     if any(i < paper_iterations for _, i in scheds):
         what += f" (paper: {paper_iterations:,})"
+    if any(c.done is not None for c in curves):
+        what += "; runs in progress drawn thin and labelled"
     copies = sorted({c.data for c in curves if c.data})
     return f"\nours: {what}" + ("; data: " + ", ".join(copies) if copies else "")
 
@@ -187,25 +237,40 @@ def _plot_net(ax, curve: Curve, column: str, color: str, style: str, width: floa
     if column not in f or f[column].isna().all():
         return
     ok = f[column].notna()
+    if curve.done is not None:  # a run in progress: thinner and paler, its label says so
+        width, alpha = width * 0.6, 0.7
+    else:
+        alpha = 1.0
     ax.plot(_x(f[ok]), f.loc[ok, column].to_numpy(dtype=float), linestyle=style, linewidth=width, color=color,
-            label=label)
+            label=label, alpha=alpha)
 
 
-def _command(dataset_spec: str) -> str:
-    return f"resnet-repro run {dataset_spec} --profile quick"
+def _x_to_schedule(ax, curves: list[Curve]) -> None:
+    """End the iterations axis where the schedule ends (6.4 x 1e4 for the paper's), so a
+    run in progress shows how far it has come."""
+    total = _schedule_iterations(curves)
+    if total:
+        ax.set_xlim(0, total / 1e4)
+
+
+def _command(dataset_spec: str, schedule: str | None = None) -> str:
+    profile = schedule if schedule in ("paper", "quick", "smoke") else "quick"
+    return f"resnet-repro run {dataset_spec} --profile {profile}"
 
 
 def _cifar_paper_iterations() -> int:
     return int(paper.recipe("cifar10")["lr"]["stop_iter"])
 
 
-def draw_figure1(runs_dir: Path | list[Path]) -> Drawn:
+def draw_figure1(runs_dir: Path | list[Path], schedule: str | None = None) -> Drawn:
     """Paper Fig. 1: training error (left) and test error (right) of plain-20 and plain-56
-    on CIFAR-10 against iterations (1e4); linear error axis 0-20%."""
+    on CIFAR-10 against iterations (1e4); linear error axis 0-20%. Drawn at one schedule:
+    ``schedule``, or by default that of :func:`figure_schedule`."""
     rs = RunSet.load(runs_dir)
     desc = paper.figure(1)
     notes: list[str] = []
-    curves = [c for c in (curve_for(rs, "cifar10", n, notes) for n in desc["nets"]) if c is not None]
+    schedule = schedule or figure_schedule(rs, "cifar10", desc["nets"])
+    curves = [c for c in (curve_for(rs, "cifar10", n, notes, schedule) for n in desc["nets"]) if c is not None]
     fig = Figure(figsize=(8, 3.2))
     axes = fig.subplots(1, 2)
     for ax, (column, ylabel) in zip(axes, (("train_error", "training error (%)"), ("test_error", "test error (%)")),
@@ -213,18 +278,19 @@ def draw_figure1(runs_dir: Path | list[Path]) -> Drawn:
         for i, net in enumerate(desc["nets"]):
             c = next((c for c in curves if c.net == net), None)
             if c is not None:
-                _plot_net(ax, c, column, COLORS[i], "-", 1.6, net)
+                _plot_net(ax, c, column, COLORS[i], "-", 1.6, c.label)
         ax.set_xlabel("iter. (1e4)")
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 20)
         _finish_axes(ax, 20, extend=True)
+        _x_to_schedule(ax, curves)
         ax.grid(True, linewidth=0.3)
         if curves:
             ax.legend(fontsize=8)
         else:
             ends = desc["read_off_end_values_approx"]
             key = "train" if column == "train_error" else "test"
-            _empty_note(ax, _command("cifar10-depth"), {n: v[key] for n, v in ends.items()})
+            _empty_note(ax, _command("cifar10-depth", schedule), {n: v[key] for n, v in ends.items()})
     title = "Figure 1: plain-20 and plain-56 on CIFAR-10" + _schedule_note(curves, _cifar_paper_iterations())
     _warn(notes)
     fig.suptitle(title, fontsize=9)
@@ -232,15 +298,17 @@ def draw_figure1(runs_dir: Path | list[Path]) -> Drawn:
     return Drawn(1, fig, title, sorted(c.run_dir for c in curves))
 
 
-def draw_figure6(runs_dir: Path | list[Path]) -> Drawn:
+def draw_figure6(runs_dir: Path | list[Path], schedule: str | None = None) -> Drawn:
     """Paper Fig. 6: CIFAR-10 training (dashed) and test (bold) error of plain nets (left),
     ResNets 20-110 (middle) and ResNet-110 vs 1202 (right), on the paper's compressed error
     axis (ticks 0, 5, 10, 20; the right panel adds 1). Where a curve ends above 20% (short
     schedules), the panel's axis grows by equally spaced ticks 50 (and 100) and marks
-    where the paper's ends."""
+    where the paper's ends. Drawn at one schedule: ``schedule``, or by default that of
+    :func:`figure_schedule`."""
     rs = RunSet.load(runs_dir)
     desc = paper.figure(6)
     notes: list[str] = []
+    schedule = schedule or figure_schedule(rs, "cifar10", [n for nets in desc["panels"].values() for n in nets])
     fig = Figure(figsize=(12, 3.4))
     axes = fig.subplots(1, 3)
     used: list[Curve] = []
@@ -248,13 +316,13 @@ def draw_figure6(runs_dir: Path | list[Path]) -> Drawn:
     for ax, (panel, nets) in zip(axes, desc["panels"].items(), strict=True):
         got = 0
         for i, net in enumerate(nets):
-            c = curve_for(rs, "cifar10", net, notes)
+            c = curve_for(rs, "cifar10", net, notes, schedule)
             if c is None:
                 continue
             got += 1
             used.append(c)
             _plot_net(ax, c, "train_error", COLORS[i % len(COLORS)], "--", 0.9, None)
-            _plot_net(ax, c, "test_error", COLORS[i % len(COLORS)], "-", 2.0, net)
+            _plot_net(ax, c, "test_error", COLORS[i % len(COLORS)], "-", 2.0, c.label)
         ticks = [0, 1, 5, 10, 20] if panel == "right" else [0, 5, 10, 20]
         ends = [float(y[-1]) for y in (np.asarray(ln.get_ydata(), dtype=float) for ln in ax.lines) if y.size]
         if ends and max(ends) > 20:  # curves that end above the paper's axis (short schedules): grow it
@@ -271,7 +339,9 @@ def draw_figure6(runs_dir: Path | list[Path]) -> Drawn:
             ax.legend(fontsize=7, loc="lower left" if ticks[-1] > 20 else "upper right")
         else:
             ends = desc["read_off_end_values_approx_test"]
-            _empty_note(ax, _command(specs[panel]), {n: ends[n] for n in nets if n in ends})
+            _empty_note(ax, _command(specs[panel], schedule), {n: ends[n] for n in nets if n in ends})
+    for ax in axes:
+        _x_to_schedule(ax, used)
     title = ("Figure 6: CIFAR-10, dashed = training error, bold = test error"
              + _schedule_note(used, _cifar_paper_iterations()))
     _warn(notes)
@@ -322,16 +392,21 @@ def draw_figure4(runs_dir: Path | list[Path]) -> Drawn:
 DRAWERS = {1: draw_figure1, 4: draw_figure4, 6: draw_figure6}
 
 
-def out_base_for(n: int, out: Path | None) -> Path:
-    """``results/figures/figureN`` by default; a given path loses a ``.png``/``.pdf``
-    suffix (both files are written)."""
+SCHEDULED = (1, 6)  # the figures drawn at one chosen schedule (``--schedule``)
+
+
+def out_base_for(n: int, out: Path | None, schedule: str | None = None) -> Path:
+    """``results/figures/figureN`` by default (``figureN-SCHEDULE`` for a figure drawn at a
+    chosen schedule); a given path loses a ``.png``/``.pdf`` suffix (both files are
+    written)."""
+    name = f"figure{n}" + (f"-{schedule}" if schedule else "")
     if out is None:
-        return DEFAULT_OUT_DIR / f"figure{n}"
+        return DEFAULT_OUT_DIR / name
     out = Path(out)
     if out.suffix.lower() in (".png", ".pdf"):
         out = out.with_suffix("")
     if out.is_dir():
-        return out / f"figure{n}"
+        return out / name
     return out
 
 
@@ -355,8 +430,9 @@ def save(fig: Figure, base: Path, dpi: int = 150) -> list[Path]:
     return paths
 
 
-def draw(n: int, runs_dir: Path | list[Path]) -> Drawn:
-    """Draw paper Figure ``n`` (1, 4 or 6) from the runs under ``runs_dir``.
+def draw(n: int, runs_dir: Path | list[Path], schedule: str | None = None) -> Drawn:
+    """Draw paper Figure ``n`` (1, 4 or 6) from the runs under ``runs_dir``; Figures 1 and
+    6 at ``schedule`` (default: see :func:`figure_schedule`).
 
     Raises:
         UserError: for another figure number (Figure 7: see :func:`figure`).
@@ -364,14 +440,35 @@ def draw(n: int, runs_dir: Path | list[Path]) -> Drawn:
     if n not in DRAWERS:
         raise UserError(f"figure {n} is not a training-curve figure; reproducible figures are "
                         f"{', '.join(map(str, FIGURES))}")
-    return DRAWERS[n](runs_dir)
+    return DRAWERS[n](runs_dir, schedule) if n in SCHEDULED else DRAWERS[n](runs_dir)
 
 
-def figure(n: int, runs_dir: Path | list[Path], out: Path | None = None) -> list[Path]:
+def check_schedule(n: int, schedule: str | None) -> None:
+    """Refuse a ``--schedule`` for a figure that is not drawn at one (4, 7) or a name that
+    is not a CIFAR-10 schedule.
+
+    Raises:
+        UserError: naming the problem and the fix.
+    """
+    if schedule is None:
+        return
+    from resnet_repro.train.schedule import SCHEDULES
+
+    if n not in SCHEDULED:
+        raise UserError(f"--schedule applies to Figures {' and '.join(map(str, SCHEDULED))} (CIFAR-10), not "
+                        f"Figure {n}; drop --schedule")
+    if schedule not in (*SCHEDULES, "custom"):
+        raise UserError(f"unknown --schedule {schedule!r}; choose one of {', '.join((*SCHEDULES, 'custom'))}")
+
+
+def figure(n: int, runs_dir: Path | list[Path], out: Path | None = None, schedule: str | None = None) -> list[Path]:
     """Rebuild paper Figure ``n`` (1, 4, 6 or 7) from stored runs as PNG and PDF.
 
     Args:
         out: a base path (``results/figures/figure6`` -> ``.png`` and ``.pdf``) or a folder.
+        schedule: Figures 1 and 6 only: draw the runs of this schedule (``paper``,
+            ``quick``, ...), runs in progress included and labelled; the default file
+            name then ends in ``-SCHEDULE``.
 
     Returns:
         The written files.
@@ -382,6 +479,7 @@ def figure(n: int, runs_dir: Path | list[Path], out: Path | None = None) -> list
             ``out``.
     """
     if n in FIGURES:
+        check_schedule(n, schedule)
         check_roots(runs_dir)
     if n == 7:
         from resnet_repro.report.figure7 import figure7  # imports this module's save()
@@ -390,8 +488,8 @@ def figure(n: int, runs_dir: Path | list[Path], out: Path | None = None) -> list
         return figure7(roots, out_base_for(7, out))
     if n not in FIGURES:
         raise UserError(f"the paper's reproducible figures are {', '.join(map(str, FIGURES))}, not {n}")
-    d = draw(n, runs_dir)
-    return save(d.figure, out_base_for(n, out))
+    d = draw(n, runs_dir, schedule)
+    return save(d.figure, out_base_for(n, out, schedule))
 
 
 def yticklabels(fig: Figure) -> list[list[str]]:

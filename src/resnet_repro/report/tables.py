@@ -236,7 +236,44 @@ def _jsonable(v: object) -> object:
     return v
 
 
-def select(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value, notes: list[str]) -> Cell:
+def _net_mask(df: pd.DataFrame, dataset: str, arch: str, shortcut: str | None) -> pd.Series:
+    """Rows of ``df`` that are runs of one net (architecture and shortcut option) on ``dataset``."""
+    # (Series == None) is never True, and Series.map turns None into NaN: compare in Python.
+    scs = df["shortcut"].tolist() if "shortcut" in df else [None] * len(df)
+    same_sc = pd.Series([_shortcut_of(v) == shortcut for v in scs], index=df.index, dtype=bool)
+    return (df["dataset"] == dataset) & (df["arch"] == arch) & same_sc
+
+
+def in_progress(rs: RunSet, dataset: str, arch: str, shortcut: str | None, schedule: str) -> pd.DataFrame:
+    """The runs of one net at ``schedule`` that are not finished (status ``running`` or
+    ``interrupted``, e.g. a 64k-iteration run copied into ``results/`` between working
+    sessions), sorted by seed. Tables and figures never count them in a mean; they may
+    show how far they are."""
+    df = rs.df
+    if df.empty:
+        return df
+    m = _net_mask(df, dataset, arch, shortcut) & (df["schedule"] == schedule) & df["status"].isin(
+        ("running", "interrupted"))
+    sub = df[m]
+    return sub.iloc[sorted(range(len(sub)), key=lambda i: (_plain_seed(sub.iloc[i].get("seed")),
+                                                            str(sub.iloc[i]["run_dir"])))]
+
+
+def progress_text(runs: pd.DataFrame) -> str:
+    """``"in progress, not counted: s0 at 12,000 of 64,000 iterations (test 14.20%)"`` for
+    the rows of :func:`in_progress` (the latest evaluation each run logged)."""
+    parts = []
+    for _, r in runs.iterrows():
+        done, total = r.get("iterations_done"), r.get("iterations")
+        where = (f"{int(done):,} of {int(total):,} iterations" if _present(done) and _present(total)
+                 else "no evaluation yet")
+        err = r.get("final_test_error")
+        parts.append(f"s{_plain_seed(r.get('seed'))} at {where}" + (f" (test {float(err):.2f}%)" if _present(err) else ""))
+    return "in progress, not counted: " + "; ".join(parts)
+
+
+def select(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value, notes: list[str],
+           schedule: str | None = None) -> Cell:
     """The runs of one cell.
 
     Args:
@@ -244,16 +281,17 @@ def select(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value, not
             none, e.g. no 10-crop evaluation; it is then left out and counted).
         notes: receives one line per run left out because its config differs from its
             spec.
+        schedule: only runs of this schedule (``paper``, ``quick``, ...); None: all, the
+            cell then takes the recipe with the most iterations.
     """
     df = rs.df
     if df.empty:
         return Cell(df, [], [])
-    # (Series == None) is never True, and Series.map turns None into NaN: compare in Python.
-    scs = df["shortcut"].tolist() if "shortcut" in df else [None] * len(df)
-    same_sc = pd.Series([_shortcut_of(v) == shortcut for v in scs], index=df.index, dtype=bool)
-    m = (df["dataset"] == dataset) & (df["arch"] == arch) & same_sc & (df["status"] == "complete")
-    sub = df[m]
-    n_div = int(((df["dataset"] == dataset) & (df["arch"] == arch) & same_sc & (df["status"] == "diverged")).sum())
+    if schedule is not None:
+        df = df[df["schedule"] == schedule]
+    net_m = _net_mask(df, dataset, arch, shortcut)
+    sub = df[net_m & (df["status"] == "complete")]
+    n_div = int((net_m & (df["status"] == "diverged")).sum())
     net = f"{arch}{' ' + shortcut if shortcut else ''}"
     diverged = [f"{n_div} diverged {net} run(s), not averaged in"] if n_div else []
     rows = []
@@ -574,33 +612,74 @@ def table6(runs_dir: Path | list[Path]) -> Table:
                      "paper best (%)": f"{err['best']:.2f}" if isinstance(err, dict) else "—",
                      "our error (%)": "— (other method)", "our best (%)": "—", "n": 0, "schedule": "",
                      "mean": nan, "std": nan, "best": nan})
+    progress: list[str] = []
     for residual in (True, False):
         for depth in (20, 32, 44, 56, 110, 1202):
             arch = f"{'resnet' if residual else 'plain'}{depth}"
             sc = "A" if residual else None
-            c = select(rs, "cifar10", arch, sc, _test_error, notes)
-            if not residual and c.n == 0 and depth in (110, 1202):
+            found = schedule_cells(rs, "cifar10", arch, sc, _test_error, notes)
+            if not residual and not found and depth in (110, 1202):
                 continue
-            cells.append(c)
             p = ref[depth] if residual else {}
             if residual:
                 p_err = fmt_err(p["mean"], p["std"], p.get("runs") or 5) if p.get("mean") else _num(p.get("error"))
                 p_best = f"{p['best']:.2f}" if p.get("best") else "—"
             else:
                 p_err, p_best = "(Fig. 6 only)", "—"
-            rows.append({
-                "net": f"{'ResNet' if residual else 'plain'}-{depth}",
-                "params (M)": f"{_cifar_params_m(arch, 'A'):.2f}",
-                "paper params (M)": f"{p['params'] / 1e6:.2f}" if residual else "—",
-                "paper error (%)": p_err,
-                "paper best (%)": p_best,
-                "our error (%)": c.text() if c.n else _not_run("cifar10", arch, sc, rs),
-                "our best (%)": f"{c.best:.2f}" if c.n else "—",
-                "n": c.n,
-                "schedule": ", ".join(sorted(set(map(str, c.runs["schedule"])))) if c.n else "",
-                "mean": c.mean, "std": c.std, "best": c.best,
-            })
-    return _finish(6, "6", paper.table(6)["title"], rows, cells, notes, CIFAR_PAPER_NOTE)
+            base = {"net": f"{'ResNet' if residual else 'plain'}-{depth}",
+                    "params (M)": f"{_cifar_params_m(arch, 'A'):.2f}",
+                    "paper params (M)": f"{p['params'] / 1e6:.2f}" if residual else "—",
+                    "paper error (%)": p_err, "paper best (%)": p_best}
+            if not found:
+                found = [("", Cell(rs.df.iloc[0:0], [], []), None)]
+            for sched, c, running in found:
+                if c.n:
+                    cells.append(c)
+                if running is not None:
+                    progress.append(f"{len(running)} {arch} run(s) at schedule {sched}")
+                ours = (c.text() if c.n else progress_text(running) if running is not None
+                        else _not_run("cifar10", arch, sc, rs))
+                rows.append({**base, "our error (%)": ours, "our best (%)": f"{c.best:.2f}" if c.n else "—",
+                             "n": c.n, "schedule": sched, "mean": c.mean, "std": c.std, "best": c.best})
+    extra = ("Rows per schedule (paper: 64,000 iterations; quick: 4,000), never averaged together. "
+             if any(r["schedule"] == "paper" for r in rows) and any(r["schedule"] == "quick" for r in rows) else "")
+    if progress:
+        extra += "In progress, not counted in any mean: " + ", ".join(progress) + "."
+    return _finish(6, "6", paper.table(6)["title"], rows, cells, notes, CIFAR_PAPER_NOTE, extra.strip())
+
+
+# The project's two CIFAR-10 protocols: each gets its own row of Table 6 where it has runs.
+ROW_SCHEDULES = ("paper", "quick")
+
+
+def schedule_cells(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value,
+                   notes: list[str]) -> list[tuple[str, Cell, pd.DataFrame | None]]:
+    """The rows one CIFAR-10 net gets in Table 6: ``[(schedule, cell, in_progress_runs)]``.
+
+    One row per schedule of :data:`ROW_SCHEDULES` (paper first) that has complete runs or
+    runs in progress (``in_progress_runs``, None if none; a row with only those has an
+    empty cell and shows :func:`progress_text`). Where neither schedule has runs, the one row of :func:`select`
+    (the recipe with the most iterations: smoke or custom runs). Empty where the net has
+    no runs at all. Runs of other schedules beside paper/quick rows are named in the
+    cells' ``others`` notes, never mixed in."""
+    out: list[tuple[str, Cell, pd.DataFrame | None]] = []
+    for sched in ROW_SCHEDULES:
+        c = select(rs, dataset, arch, shortcut, value, notes, schedule=sched)
+        running = in_progress(rs, dataset, arch, shortcut, sched)
+        if c.n or len(running):
+            out.append((sched, c, running if len(running) else None))
+    if not out:
+        c = select(rs, dataset, arch, shortcut, value, notes)
+        if c.n:
+            out.append((", ".join(sorted(set(map(str, c.runs["schedule"])))), c, None))
+        return out
+    df = rs.df
+    rest = df[_net_mask(df, dataset, arch, shortcut) & (df["status"] == "complete")
+              & ~df["schedule"].isin([s for s, _, _ in out])] if not df.empty else df
+    net = f"{arch}{' ' + shortcut if shortcut else ''}"
+    for sched, n in sorted(rest["schedule"].astype(str).value_counts().items()) if len(rest) else []:
+        out[0][1].others.append(f"{n} {net} run(s) at schedule {sched} not mixed in")
+    return out
 
 
 def table_cifar_shortcuts(runs_dir: Path | list[Path]) -> Table:

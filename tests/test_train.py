@@ -212,3 +212,24 @@ def test_resume_refuses_another_thread_count(tiny_tree, tmp_path):
         assert fit(cfg_for(tiny_tree, iterations=20, threads=1), tmp_path / "d", resume=True)["status"] == "complete"
     finally:
         torch.set_num_threads(before_threads)
+
+
+@pytest.mark.slow
+def test_resume_is_exact_with_compile_across_processes(tiny_tree, tmp_path):
+    """The speed configuration of the 64k-iteration CPU runs (torch.compile, bf16 autocast,
+    channels_last) resumes to the bit in a fresh process, as after a killed session."""
+    import subprocess
+    import sys
+
+    cfg = cfg_for(tiny_tree, precision="bf16", channels_last=True, compile=True, iterations=40, threads=1)
+    fit(cfg, tmp_path / "straight")
+    script = ("import json, sys; from resnet_repro.train.config import RunConfig; from resnet_repro.train.loop import fit; "
+              "cfg = RunConfig.model_validate(json.loads(sys.argv[1])); "
+              "fit(cfg, sys.argv[2], resume=sys.argv[3] == 'resume', stop_after=int(sys.argv[4]) or None)")
+    for mode, stop in (("start", 13), ("resume", 0)):
+        subprocess.run([sys.executable, "-c", script, cfg.model_dump_json(), str(tmp_path / "cut"), mode, str(stop)],
+                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert runs.read_json(tmp_path / "cut" / "summary.json")["status"] == "complete"
+    assert comparable(tmp_path / "cut") == comparable(tmp_path / "straight")
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)

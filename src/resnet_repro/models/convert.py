@@ -493,9 +493,12 @@ def _check_akamaster(sd: Mapping[str, Any], arch: str, n: int, ref: StateDict, w
         raise UserError(f"{what}: not an akamaster state_dict (non-tensor entries {_few(bad_type)})")
     foreign = [k for k in sd if _AKA_FOREIGN.match(k)]
     if foreign:
+        parts = [p for p, hit in (("fc.weight", "fc.weight" in sd),
+                                  ("layer4", any(k.startswith("layer4.") for k in sd)),
+                                  ("downsample shortcuts", any(".downsample." in k for k in foreign))) if hit]
         raise UserError(
-            f"{what}: not an akamaster CIFAR ResNet, it has {_few(foreign)} (an ImageNet ResNet such as "
-            "torchvision's?); for torchvision weights use --from torchvision with an ImageNet --arch"
+            f"{what}: not an akamaster CIFAR ResNet, it has {', '.join(parts) or _few(foreign)} (an ImageNet "
+            "ResNet such as torchvision's?); for torchvision weights use --from torchvision with an ImageNet --arch"
         )
     proj = [k for k in sd if _AKA_PROJECTION.match(k)]
     if proj:

@@ -410,7 +410,7 @@ def imported8(tmp_path, capsys) -> Path:
     return out
 
 
-def test_init_weights_recorded_used_and_resumed_exactly(imported8, tiny_tree, tmp_path):
+def test_init_weights_recorded_used_and_resumed_exactly(imported8, tiny_tree, tmp_path, capsys):
     from resnet_repro import runs
     from resnet_repro.fsio import sha256_file
     from resnet_repro.train import checkpoint
@@ -461,6 +461,14 @@ def test_init_weights_recorded_used_and_resumed_exactly(imported8, tiny_tree, tm
     assert not torch.equal(he["conv1.weight"], want["conv1.weight"])
     scratch = cfg(arch="resnet8")
     assert scratch.init_weights is None and scratch.input_norm is None
+    # evaluate --run: the run's final net with the run's own normalisation gives the run's final test error
+    code, stdout, err = run_main(["evaluate", "--run", str(tmp_path / "straight"), "--dataset", "cifar10"], capsys)
+    assert code == 0, err
+    assert "normalisation: ImageNet mean/std (the run's own)" in stdout
+    rec = json.loads((tmp_path / "straight" / "eval-cifar10.json").read_text())
+    summary = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    assert rec["test_error"] == pytest.approx(summary["final_test_error"], abs=1e-9)
+    assert rec["weights"]["init_weights_sha256"] == c.init_weights_sha256
     # a fine-tune of a fine-tuned run's final.pt keeps its normalisation
     c2 = cfg(arch=None, init_weights=str(tmp_path / "straight" / "checkpoints" / "final.pt"))
     assert c2.input_norm == c.input_norm and c2.arch == "resnet8"

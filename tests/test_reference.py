@@ -268,8 +268,9 @@ def test_evaluate_uses_the_recorded_normalisation_and_warns_on_another(imported2
     assert rec["data"]["checksum"].startswith("6a63366a") and rec["wall_s"] > 0 and rec["hardware"]["cpu"]
     assert rec["wrong"] == round(rec["test_error"] * 5) and 10 < rec["test_error"] < 30
 
-    code, stdout, err = _eval(["--weights", str(imported20), "--data-dir", str(shared_cifar), "--images", "500",
-                               "--normalization", "pixel-mean"], capsys, monkeypatch)
+    monkeypatch.delenv("RESNET_REPRO_CACHE", raising=False)
+    code, stdout, err = run_main(["evaluate", "--weights", str(imported20), "--data-dir", str(shared_cifar), "--images",
+                                  "500", "--normalization", "pixel-mean"], capsys)  # no --dataset: the file's
     assert code == 0, err
     assert "warning:" in err and "trained with the ImageNet mean/std" in " ".join(err.split())
     other = json.loads(Path(f"{imported20}.eval-cifar10-norm-pixel-mean-images500.json").read_text())
@@ -462,7 +463,7 @@ def test_init_weights_recorded_used_and_resumed_exactly(imported8, tiny_tree, tm
     scratch = cfg(arch="resnet8")
     assert scratch.init_weights is None and scratch.input_norm is None
     # evaluate --run: the run's final net with the run's own normalisation gives the run's final test error
-    code, stdout, err = run_main(["evaluate", "--run", str(tmp_path / "straight"), "--dataset", "cifar10"], capsys)
+    code, stdout, err = run_main(["evaluate", "--run", str(tmp_path / "straight")], capsys)  # cifar10: the run's
     assert code == 0, err
     assert "normalisation: ImageNet mean/std (the run's own)" in stdout
     rec = json.loads((tmp_path / "straight" / "eval-cifar10.json").read_text())

@@ -593,7 +593,7 @@ def evaluate(
     run: Path | None = typer.Option(None, "--run", help="A run directory (its checkpoints/final.pt): ImageNet, or CIFAR-10 with --dataset cifar10."),
     weights: Path | None = typer.Option(None, "--weights", help="Weights from `resnet-repro import-weights` (or a run's final.pt); ImageNet needs --arch, CIFAR-10 reads the net from the file."),
     arch_name: str | None = typer.Option(None, "--arch", help="The net of --weights, e.g. resnet50 (CIFAR-10: optional, checked against the file)."),
-    dataset: str = typer.Option("imagenet", "--dataset", help="imagenet (Tables 2-4 protocols) or cifar10 (test error over the 10,000 test images, one view each)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="imagenet (Tables 2-4 protocols) or cifar10 (test error over the 10,000 test images, one view each); default: the run's or the file's (a CIFAR net: cifar10), else imagenet."),
     protocol: str | None = typer.Option(None, "--protocol", "-p", help="ImageNet: center (Fig. 4 curves), 10crop (default; Tables 2, 3) or multiscale (Table 4: shorter sides 224..640, scores averaged)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", "-d", help="ImageNet: image folders with val/<wnid>/ (train/ not needed). CIFAR-10: any form train reads (default for --run: the run's own)."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="Results file (default RUN/eval-<protocol>.json or WEIGHTS.eval-<protocol>.json; CIFAR-10: eval-cifar10.json, e.g. results/cifar10-reference/NAME.json for Table 6)."),
@@ -625,6 +625,8 @@ def evaluate(
         TimeRemainingColumn,
     )
 
+    if dataset is None:
+        dataset = _dataset_of(run, weights)
     if dataset not in ("imagenet", "cifar10"):
         fail(f"unknown --dataset {dataset!r}; choose imagenet or cifar10")
     if dataset == "cifar10":
@@ -666,6 +668,28 @@ def evaluate(
             prog.stop()
     if main_rank:
         console.print(f"{result_line(result)}; wrote {path}", highlight=False, soft_wrap=True)
+
+
+def _dataset_of(run: Path | None, weights: Path | None) -> str:
+    """``evaluate`` without ``--dataset``: ``cifar10`` for a CIFAR run or a file holding a
+    CIFAR net, else ``imagenet`` (unreadable inputs are left to the evaluation's errors)."""
+    from resnet_repro.models.registry import spec as arch_spec
+
+    try:
+        if run is not None:
+            from resnet_repro.runs import read_json
+
+            conf = (read_json(run / "config.json") or {}).get("config") or {}
+            return "cifar10" if conf.get("dataset", "imagenet") == "cifar10" else "imagenet"
+        if weights is not None and weights.is_file():
+            from resnet_repro.models.convert import _torch_load
+
+            obj = _torch_load(weights)
+            arch = obj.get("arch") if isinstance(obj, dict) else None
+            return "cifar10" if isinstance(arch, str) and arch_spec(arch).family == "cifar" else "imagenet"
+    except (UserError, AttributeError, TypeError):
+        pass
+    return "imagenet"
 
 
 def _evaluate_cifar(run, weights, arch_name, data_dir, out_file, normalization, batch_size, threads, device,

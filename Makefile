@@ -20,6 +20,7 @@ help:
 	@echo "make reproduce-cifar-quick   run every CIFAR-10 experiment at the quick schedule, then the report (-paper: the paper's)"
 	@echo "make paper-runs  start or resume the 64k-iteration CPU runs in the background (pinned code; -status, -stop, -store)"
 	@echo "make bench       time our training step against the usual pipeline (BENCH=--quick for ~2 min)"
+	@echo "make reference   import the published CIFAR-10 ResNets (../shared/pretrained/akamaster), evaluate them on DATA into results/cifar10-reference/, rebuild Table 6"
 
 setup: $(VENV)/.installed
 
@@ -83,3 +84,22 @@ paper-runs-stop:
 	scripts/paper-runs stop
 paper-runs-store:
 	scripts/paper-runs store
+
+# The yardstick: the published CIFAR-10 ResNet-20/32/44/56 of akamaster/pytorch_resnet_cifar10, converted
+# exactly and evaluated on all 10,000 test images of $(DATA) (fp32, one thread); Table 6's reference block
+# reads the records in $(REFERENCE_OUT). REF_PRECISION=bf16 writes ...-bf16.json records beside them.
+PRETRAINED    ?= ../shared/pretrained/akamaster
+REFERENCE_OUT ?= $(RESULTS)/cifar10-reference
+REF_PRECISION ?= fp32
+REF_WEIGHTS   ?= runs/reference
+.PHONY: reference
+reference: setup
+	@test -d $(PRETRAINED) || { echo "no checkpoints at $(PRETRAINED): set PRETRAINED=DIR (akamaster's resnetN-*.th files)"; exit 2; }
+	@set -e; for f in $(sort $(wildcard $(PRETRAINED)/resnet*-*.th)); do \
+	  n=$$(basename $$f | cut -d- -f1); \
+	  $(BIN)/resnet-repro import-weights $$f --from akamaster --arch $$n --out $(REF_WEIGHTS)/akamaster-$$n.pt; \
+	  $(BIN)/resnet-repro evaluate --weights $(REF_WEIGHTS)/akamaster-$$n.pt --dataset cifar10 --data-dir $(DATA) \
+	    --precision $(REF_PRECISION) --threads 1 \
+	    --out $(REFERENCE_OUT)/akamaster-$$n$(if $(filter fp32,$(REF_PRECISION)),,-$(REF_PRECISION)).json; \
+	done
+	$(BIN)/resnet-repro table 6 --runs $(RESULTS) --out $(RESULTS)/table6.md

@@ -48,6 +48,6 @@ def test_train_plain20_and_resnet20_smoke_then_table6(shared_cifar, tmp_path, mo
     cells = [c.strip() for c in row20.strip("|").split("|")]
     assert f"{ours:.2f}" in cells  # our one smoke run's test error
     assert f"{paper.cifar_table6()[20]['error']:.2f}" in cells  # the paper's beside it
-    caption = res.output.strip().splitlines()[-1]
+    caption = next(line for line in res.output.splitlines() if line.startswith("_Ours"))  # the reference block follows
     assert "smoke" in caption and "30 iterations" in caption
     assert f"data: {shared_cifar.name} (image-folder (jpg))" in caption  # the data copy, named

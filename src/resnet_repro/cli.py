@@ -114,6 +114,7 @@ def train(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Mini-batch size, global over all processes (paper: 128 for CIFAR-10, 256 for ImageNet)."),
     config: Path | None = typer.Option(None, "--config", help="Rerun exactly the run described by a config.json (other options except --out/--name/--data-dir/--resume are ignored)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files beside metrics.jsonl (needs pip install -e '.\\[tensorboard]')."),
+    init_weights: Path | None = typer.Option(None, "--init-weights", help="CIFAR-10: start from these weights instead of He initialisation (fine-tuning): a file of `resnet-repro import-weights` or a CIFAR run's checkpoints/final.pt. Its sha256 goes into config.json; --arch defaults to its net, and the run normalises inputs as the weights were trained (akamaster: ImageNet mean/std)."),
 ) -> None:
     """Train one plain or residual net on CIFAR-10 (paper Sec. 4.2) or ImageNet (Sec. 3.4,
     --dataset imagenet) into a run directory.
@@ -125,6 +126,8 @@ def train(
       resnet-repro train --arch resnet56 --shortcut B --seed 1 --resume
 
       resnet-repro train --arch plain56 --seed 1
+
+      resnet-repro train --init-weights runs/reference/akamaster-resnet20.pt --iterations 300 --lr 0.01 --out runs/finetune
     """
     from resnet_repro.train.config import load_config, make_config
     from resnet_repro.train.loop import fit
@@ -136,7 +139,7 @@ def train(
         if data_dir:
             cfg = cfg.model_copy(update={"data_dir": data_dir})
     else:
-        if not arch_name:
+        if not arch_name and init_weights is None:
             fail("missing --arch; e.g. --arch resnet20 (see `resnet-repro train --help`)")
         cfg = make_config(
             arch_name, data_dir or _default_data_dir(), shortcut=shortcut, schedule=schedule,
@@ -144,6 +147,7 @@ def train(
             channels_last=channels_last, compile=compile_model, threads=threads, batch_size=batch_size,
             lr=lr, warmup=warmup, checkpoint_activations=checkpoint_activations,
             dataset=dataset, workers=workers, sync_bn=sync_bn,
+            init_weights=None if init_weights is None else str(init_weights),
         )
     if tensorboard:
         cfg = cfg.model_copy(update={"tensorboard": True})
@@ -266,18 +270,27 @@ def table(
 @app.command("import-weights")
 def import_weights(
     file: Path | None = typer.Argument(
-        None, help="A torchvision state_dict file (.pth/.pt); omit with --from torchvision:WEIGHTS."
+        None, help="A state_dict file: torchvision's (.pth/.pt; omit with --from torchvision:WEIGHTS) or akamaster's (.th)."
     ),
     source: str = typer.Option(
         "torchvision",
         "--from",
-        help="torchvision (with FILE), or torchvision:IMAGENET1K_V1 to download torchvision's weights.",
+        help="torchvision (with FILE), torchvision:IMAGENET1K_V1 to download torchvision's weights, or akamaster (FILE from akamaster/pytorch_resnet_cifar10: CIFAR-10 ResNets, option A).",
     ),
-    arch_name: str = typer.Option(..., "--arch", help="resnet18, resnet34, resnet50, resnet101 or resnet152."),
+    arch_name: str = typer.Option(..., "--arch", help="torchvision: resnet18, resnet34, resnet50, resnet101 or resnet152; akamaster: resnet20, resnet32, resnet44, resnet56, resnet110 (any 6n+2)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the converted weights (.pt)."),
 ) -> None:
-    """Convert torchvision ResNet weights to this project's networks (option-B shortcuts;
-    bottleneck stride on the 3x3 conv, as torchvision) and save them atomically."""
+    """Convert published ResNet weights to this project's networks and save them
+    atomically with their input normalisation and provenance: torchvision's ImageNet
+    ResNets (option-B shortcuts; bottleneck stride on the 3x3 conv, as torchvision), or
+    akamaster's CIFAR-10 ResNets (option A; channels permuted so the function is the same).
+
+    Examples:
+
+      resnet-repro import-weights ../shared/pretrained/akamaster/resnet20-12fca82f.th --from akamaster --arch resnet20 --out runs/reference/akamaster-resnet20.pt
+
+      resnet-repro import-weights --from torchvision:IMAGENET1K_V1 --arch resnet50 --out r50.pt
+    """
     from resnet_repro.models import count_params
     from resnet_repro.models.convert import (
         build_imported,
@@ -286,6 +299,9 @@ def import_weights(
         torchvision_build_kwargs,
     )
 
+    if source.strip().lower().partition(":")[0] == "akamaster":
+        _import_akamaster(file, source, arch_name, out)
+        return
     sd = load_torchvision_weights(source, arch_name, file)
     save_imported(sd, arch_name, out, source if file is None else f"{source}:{file}")
     model = build_imported(out)
@@ -295,6 +311,39 @@ def import_weights(
         f"load with resnet_repro.models.convert.build_imported(path) (= build({arch_name!r}, {kwargs}))",
         highlight=False,
         soft_wrap=True,
+    )
+
+
+def _import_akamaster(file: Path | None, source: str, arch_name: str, out: Path) -> None:
+    """``import-weights --from akamaster``: convert, record normalisation and provenance."""
+    from resnet_repro.models import count_params
+    from resnet_repro.models.convert import (
+        akamaster_preprocessing,
+        build_imported,
+        load_akamaster_weights,
+        save_imported,
+    )
+
+    inline = source.strip().partition(":")[2].strip()
+    if inline and file is not None:
+        fail(f"give either FILE or a path in --from {source!r}, not both")
+    path = file if file is not None else (Path(inline) if inline else None)
+    if path is None:
+        fail("no weights given: pass the akamaster .th FILE, e.g. ../shared/pretrained/akamaster/resnet20-12fca82f.th")
+    sd, prov = load_akamaster_weights(path, arch_name)
+    from resnet_repro.models.registry import spec as arch_spec
+
+    arch = arch_spec(arch_name).name
+    save_imported(sd, arch, out, f"akamaster:{path}", build_kwargs={"shortcut": "A"},
+                  preprocessing=akamaster_preprocessing(), provenance=prov)
+    model = build_imported(out)
+    pub = (f"published {prov['published_test_error']:.2f}% test error on the original CIFAR-10"
+           if prov.get("published_test_error") is not None else "not one of the published files (sha256 unknown)")
+    console.print(
+        f"wrote {out}: {arch} from akamaster ({pub}), {count_params(model):,} parameters, option A; inputs "
+        "normalised with the ImageNet mean/std (recorded in the file, used by `resnet-repro evaluate` and "
+        "`train --init-weights`)",
+        highlight=False, soft_wrap=True,
     )
 
 
@@ -549,26 +598,32 @@ def report(
 # ---------------------------------------------------------------------------- evaluate
 @app.command()
 def evaluate(
-    run: Path | None = typer.Option(None, "--run", help="An ImageNet run directory (its checkpoints/final.pt)."),
-    weights: Path | None = typer.Option(None, "--weights", help="Weights from `resnet-repro import-weights` (or a run's final.pt); needs --arch."),
-    arch_name: str | None = typer.Option(None, "--arch", help="The net of --weights, e.g. resnet50."),
-    protocol: str = typer.Option("10crop", "--protocol", "-p", help="center (Fig. 4 curves), 10crop (Tables 2, 3) or multiscale (Table 4: shorter sides 224..640, scores averaged)."),
-    data_dir: Path = typer.Option(..., "--data-dir", "-d", help="Image-folder ImageNet with val/<wnid>/ (train/ not needed)."),
-    out_file: Path | None = typer.Option(None, "--out", "-o", help="Results file (default RUN/eval-<protocol>.json, or WEIGHTS.eval-<protocol>.json)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per batch (default 100 center, 16 10-crop, 4 multi-scale)."),
-    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers (default: the cores / processes, at most 16)."),
+    run: Path | None = typer.Option(None, "--run", help="A run directory (its checkpoints/final.pt): ImageNet, or CIFAR-10 with --dataset cifar10."),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights from `resnet-repro import-weights` (or a run's final.pt); ImageNet needs --arch, CIFAR-10 reads the net from the file."),
+    arch_name: str | None = typer.Option(None, "--arch", help="The net of --weights, e.g. resnet50 (CIFAR-10: optional, checked against the file)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="imagenet (Tables 2-4 protocols) or cifar10 (test error over the 10,000 test images, one view each); default: the run's or the file's (a CIFAR net: cifar10), else imagenet."),
+    protocol: str | None = typer.Option(None, "--protocol", "-p", help="ImageNet: center (Fig. 4 curves), 10crop (default; Tables 2, 3) or multiscale (Table 4: shorter sides 224..640, scores averaged)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", "-d", help="ImageNet: image folders with val/<wnid>/ (train/ not needed). CIFAR-10: any form train reads (default for --run: the run's own)."),
+    out_file: Path | None = typer.Option(None, "--out", "-o", help="Results file (default RUN/eval-<protocol>.json or WEIGHTS.eval-<protocol>.json; CIFAR-10: eval-cifar10.json, e.g. results/cifar10-reference/NAME.json for Table 6)."),
+    normalization: str = typer.Option("auto", "--normalization", help="CIFAR-10 inputs: auto (as the weights were trained: recorded in imported files, the run's own), imagenet (per-channel ImageNet mean/std) or pixel-mean (per-pixel training mean). Another than the weights' own is a warning."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per batch (default 100 center, 16 10-crop, 4 multi-scale; CIFAR-10 500)."),
+    workers: int | None = typer.Option(None, "--workers", help="ImageNet: DataLoader workers (default: the cores / processes, at most 16)."),
+    threads: int | None = typer.Option(None, "--threads", help="CIFAR-10: CPU threads (default: torch's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (one GPU per process under torchrun)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 (default) or bf16 autocast."),
-    images: int | None = typer.Option(None, "--images", help="Evaluate only N evenly spaced val images (a quick look; recorded)."),
+    images: int | None = typer.Option(None, "--images", help="Evaluate only N evenly spaced val/test images (a quick look; recorded, and tables ignore it)."),
 ) -> None:
-    """Top-1 and top-5 error (%) of a trained or imported ImageNet net under one of the
-    paper's testing protocols, written as JSON for the tables (Tables 2-4).
+    """Error (%) of a trained or imported net, written as JSON for the tables: ImageNet
+    top-1/top-5 under one of the paper's testing protocols (Tables 2-4), or CIFAR-10
+    test error (--dataset cifar10; the reference rows of Table 6).
 
     Examples:
 
       resnet-repro evaluate --run runs/resnet34-A-paper-s0 --protocol 10crop --data-dir /data/imagenet
 
       torchrun --nproc_per_node=8 -m resnet_repro evaluate --weights r50.pt --arch resnet50 --protocol multiscale --data-dir /data/imagenet
+
+      resnet-repro evaluate --weights runs/reference/akamaster-resnet20.pt --dataset cifar10 --data-dir ../shared/data/cifar10-jpeg.tar.gz
     """
     from rich.progress import (
         BarColumn,
@@ -577,6 +632,22 @@ def evaluate(
         TextColumn,
         TimeRemainingColumn,
     )
+
+    if dataset is None:
+        dataset = _dataset_of(run, weights)
+    if dataset not in ("imagenet", "cifar10"):
+        fail(f"unknown --dataset {dataset!r}; choose imagenet or cifar10")
+    if dataset == "cifar10":
+        if protocol is not None or workers is not None:
+            fail("--protocol and --workers are ImageNet options; CIFAR-10 is evaluated on one view of each test image")
+        _evaluate_cifar(run, weights, arch_name, data_dir, out_file, normalization, batch_size, threads, device,
+                        precision, images)
+        return
+    if normalization != "auto" or threads is not None:
+        fail("--normalization and --threads are CIFAR-10 options (--dataset cifar10)")
+    if data_dir is None:
+        fail("missing --data-dir: the ImageNet image folders with val/<wnid>/")
+    protocol = protocol or "10crop"
 
     from resnet_repro.evaluate import result_line, run_evaluation
     from resnet_repro.train.distributed import env_rank
@@ -605,6 +676,67 @@ def evaluate(
             prog.stop()
     if main_rank:
         console.print(f"{result_line(result)}; wrote {path}", highlight=False, soft_wrap=True)
+
+
+def _dataset_of(run: Path | None, weights: Path | None) -> str:
+    """``evaluate`` without ``--dataset``: ``cifar10`` for a CIFAR run or a file holding a
+    CIFAR net, else ``imagenet`` (unreadable inputs are left to the evaluation's errors)."""
+    from resnet_repro.models.registry import spec as arch_spec
+
+    try:
+        if run is not None:
+            from resnet_repro.runs import read_json
+
+            conf = (read_json(run / "config.json") or {}).get("config") or {}
+            return "cifar10" if conf.get("dataset", "imagenet") == "cifar10" else "imagenet"
+        if weights is not None and weights.is_file():
+            from resnet_repro.models.convert import _torch_load
+
+            obj = _torch_load(weights)
+            arch = obj.get("arch") if isinstance(obj, dict) else None
+            return "cifar10" if isinstance(arch, str) and arch_spec(arch).family == "cifar" else "imagenet"
+    except (UserError, AttributeError, TypeError):
+        pass
+    return "imagenet"
+
+
+def _evaluate_cifar(run, weights, arch_name, data_dir, out_file, normalization, batch_size, threads, device,
+                    precision, images) -> None:
+    """``evaluate --dataset cifar10``: progress bar, the normalisation used, warnings, result."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from resnet_repro.evaluate_cifar import evaluate_cifar, result_line
+
+    prog = Progress(TextColumn("[bold]cifar10 test"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console)
+    task = prog.add_task("eval", total=None)
+    started = []
+
+    def on_start(n: int, norm: dict) -> None:
+        console.print(f"normalisation: {norm['name']} ({norm['source']})", highlight=False, soft_wrap=True)
+        prog.update(task, total=n)
+        prog.start()
+        started.append(True)
+
+    try:
+        record, path, warns = evaluate_cifar(
+            None if data_dir is None else str(data_dir), weights=None if weights is None else str(weights),
+            run_dir=None if run is None else str(run), arch=arch_name,
+            out=None if out_file is None else str(out_file), normalization=normalization, precision=precision,
+            device=device, threads=threads, images=images, batch_size=batch_size or 500,
+            on_start=on_start, on_batch=lambda k: prog.advance(task, k))
+    finally:
+        if started:
+            prog.stop()
+    for w in warns:
+        err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{result_line(record)}; wrote {path}", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- entry

@@ -328,7 +328,7 @@ def run_responses(run_dir: str | Path, split: str = "test", device: str = "cpu",
     wrong = 0
     with torch.no_grad(), ResponseRecorder(model) as rec:
         for i in range(0, len(x), batch_size):
-            out = model(to_float(x[i: i + batch_size], data.mean))
+            out = model(to_float(x[i: i + batch_size], data.mean, data.std))
             wrong += int((out.argmax(1) != y[i: i + batch_size]).sum())
     layers = rec.results()
     prov = (runs.read_json(run_dir / "config.json") or {}).get("provenance") or {}

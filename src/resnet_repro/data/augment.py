@@ -11,10 +11,13 @@ import torch
 import torch.nn.functional as F
 
 
-def to_float(x_uint8: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+def to_float(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, 3, H, W)`` uint8 -> float32 in [0, 1] minus the per-pixel ``mean``
-    ``(3, H, W)`` (paper Sec. 4.2: "per-pixel mean subtracted")."""
-    return x_uint8.float().div_(255.0).sub_(mean)
+    ``(3, H, W)`` (paper Sec. 4.2: "per-pixel mean subtracted"), or minus a per-channel
+    ``mean`` ``(3, 1, 1)`` and divided by ``std`` ``(3, 1, 1)`` (weights trained that way,
+    see :mod:`resnet_repro.train.init`)."""
+    x = x_uint8.float().div_(255.0).sub_(mean)
+    return x if std is None else x.div_(std)
 
 
 def pad_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

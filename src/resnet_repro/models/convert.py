@@ -1,4 +1,6 @@
-"""Convert torchvision ResNet weights to our networks and back.
+"""Convert published ResNet weights to our networks: torchvision's ImageNet ResNets (and
+back), and the CIFAR-10 ResNets of akamaster/pytorch_resnet_cifar10 (see the end of this
+docstring).
 
 torchvision's ``resnet18`` .. ``resnet152`` are the paper's ImageNet ResNets (Table 1)
 with shortcut option B (Sec. 3.3 / 4.1: identity shortcuts, 1x1 projection + BN where
@@ -24,6 +26,18 @@ Caution: a state dict does not record where the stride sits (1x1 and 3x3 placeme
 identical names and shapes). Converted bottleneck weights load without complaint into a
 ``stride_on="1x1"`` net and then compute something else; :func:`build_imported` and the
 checkpoint written by :func:`save_imported` carry the right settings.
+
+akamaster/pytorch_resnet_cifar10 (:func:`from_akamaster`): the paper's CIFAR-10 nets
+(Sec. 4.2) with option-A shortcuts, saved from ``nn.DataParallel`` (``module.`` on every
+key), without ``num_batches_tracked``, with ``linear`` as the classifier. Their option A
+pads the identity with planes//4 zero channels *before and after* the existing ones (16
+-> 8 + 16 + 8 = 32), ours appends them (16 -> 16 + 16 zeros). The residual stream of
+each stage therefore holds the same values in another channel order, and the conversion
+permutes that order (conv weights, BN parameters and buffers, the classifier's inputs;
+:func:`akamaster_channel_orders`) so that our net computes the same function. The
+channels inside a block (after its first conv) are kept in place. Their inputs are RGB in
+[0, 1] normalised with the ImageNet mean/std; the written file records that, and where
+the weights came from.
 """
 
 from __future__ import annotations
@@ -43,6 +57,10 @@ from resnet_repro.models.registry import ArchSpec, build, spec
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 IMPORT_FORMAT = "resnet_repro.imported_weights/1"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, 0-1 scale: torchvision's and akamaster's input normalisation
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION_PREPROCESSING = {"kind": "per-channel mean/std", "input": "RGB in [0, 1]", "name": "ImageNet mean/std",
+                             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 _TV_SHORTCUT = re.compile(r"^(layer\d+\.\d+\.)downsample\.([01])\.")
 _OUR_SHORTCUT = re.compile(r"^(layer\d+\.\d+\.)shortcut\.([01])\.")
@@ -236,7 +254,12 @@ def _load_file(path: str | os.PathLike) -> dict[str, Any]:
     """Load a state dict file with ``torch.load(weights_only=True)`` on the CPU, unwrapping
     ``{"state_dict": ...}`` / ``{"model": ...}`` training checkpoints."""
     p = Path(path)
-    obj = _torch_load(p)
+    return _unwrap_state_dict(_torch_load(p), p)
+
+
+def _unwrap_state_dict(obj: Any, p: Path) -> dict[str, Any]:
+    """The state dict in a loaded file: ``obj`` itself, or its ``"state_dict"`` /
+    ``"model"`` entry (training checkpoints)."""
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             inner = obj.get(key)
@@ -332,29 +355,72 @@ def load_torchvision_weights(
 
 
 def save_imported(
-    state_dict: Mapping[str, torch.Tensor], arch: str, out: str | os.PathLike, source: str
+    state_dict: Mapping[str, torch.Tensor],
+    arch: str,
+    out: str | os.PathLike,
+    source: str,
+    *,
+    build_kwargs: dict[str, Any] | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> None:
     """Write converted weights atomically as ``{"format", "arch", "build_kwargs",
-    "source", "state_dict"}`` with ``torch.save`` (read it back with
-    :func:`build_imported`; ``torch.load(out, weights_only=True)["state_dict"]`` is a
-    plain state dict for ``models.build(arch, **build_kwargs)``).
+    "num_classes", "source", "preprocessing", "provenance", "state_dict"}`` with
+    ``torch.save`` (read it back with :func:`build_imported` / :func:`read_imported`;
+    ``torch.load(out, weights_only=True)["state_dict"]`` is a plain state dict for
+    ``models.build(arch, **build_kwargs)``).
+
+    Args:
+        build_kwargs: ``models.build`` keyword arguments of the net; default: the
+            torchvision-equivalent net of ``arch`` (:func:`torchvision_build_kwargs`).
+        preprocessing: how the net's inputs must be normalised, e.g. ``{"kind":
+            "per-channel mean/std", "input": "RGB in [0, 1]", "mean": [3 floats],
+            "std": [3 floats], "name": "ImageNet mean/std"}``; default: torchvision's
+            (ImageNet mean/std), which is what torchvision weights were trained with.
+        provenance: where the weights came from (source file and SHA-256, repository,
+            licence, training data, published error); plain values only.
 
     Raises:
-        UserError: ``arch`` has no torchvision counterpart.
+        UserError: ``arch`` has no torchvision counterpart and no ``build_kwargs`` given.
         OSError: the target cannot be written (the old file is then left untouched).
     """
     from resnet_repro.fsio import atomic_write
 
-    s = _torchvision_spec(arch)
+    if build_kwargs is None:
+        name = _torchvision_spec(arch).name
+        build_kwargs = torchvision_build_kwargs(arch)
+    else:
+        name = spec(arch).name
     payload = {
         "format": IMPORT_FORMAT,
-        "arch": s.name,
-        "build_kwargs": torchvision_build_kwargs(arch),
+        "arch": name,
+        "build_kwargs": dict(build_kwargs),
         "num_classes": _num_classes(state_dict),
         "source": source,
+        "preprocessing": dict(preprocessing) if preprocessing is not None else dict(TORCHVISION_PREPROCESSING),
+        "provenance": dict(provenance or {}),
         "state_dict": dict(state_dict),
     }
     atomic_write(out, lambda fh: torch.save(payload, fh))
+
+
+def read_imported(path: str | os.PathLike) -> dict[str, Any]:
+    """The dict written by :func:`save_imported` (``torch.load(weights_only=True)``),
+    checked for its format tag. Files written before ``preprocessing`` and
+    ``provenance`` were recorded get ``None`` / ``{}`` there.
+
+    Raises:
+        UserError: the file is missing, unreadable, or not written by ``import-weights``.
+    """
+    obj = _torch_load(path)
+    if not isinstance(obj, Mapping) or obj.get("format") != IMPORT_FORMAT:
+        raise UserError(
+            f"{str(path)!r} was not written by `resnet-repro import-weights` (no {IMPORT_FORMAT!r} tag)"
+        )
+    out = dict(obj)
+    out.setdefault("preprocessing", None)
+    out.setdefault("provenance", {})
+    return out
 
 
 def build_imported(path: str | os.PathLike) -> nn.Module:
@@ -365,11 +431,216 @@ def build_imported(path: str | os.PathLike) -> nn.Module:
     Raises:
         UserError: the file is missing, unreadable, or not written by ``import-weights``.
     """
-    obj = _torch_load(path)
-    if not isinstance(obj, Mapping) or obj.get("format") != IMPORT_FORMAT:
-        raise UserError(
-            f"{str(path)!r} was not written by `resnet-repro import-weights` (no {IMPORT_FORMAT!r} tag)"
-        )
+    obj = read_imported(path)
     model = build(obj["arch"], num_classes=int(obj["num_classes"]), **obj["build_kwargs"])
     model.load_state_dict(obj["state_dict"])
     return model
+
+
+# ---------------------------------------------------------------------------- akamaster (CIFAR-10)
+AKAMASTER_REPO = "akamaster/pytorch_resnet_cifar10"
+_AKA_BLOCK = re.compile(r"^layer([1-9]\d*)\.(\d+)\.")
+_AKA_FOREIGN = re.compile(r"^(fc\.|layer4\.|.*\.downsample\.)")
+_AKA_PROJECTION = re.compile(r"^layer\d+\.\d+\.shortcut\.")
+
+
+def akamaster_channel_orders(widths: tuple[int, ...] = (16, 32, 64)) -> list[torch.Tensor]:
+    """Where our residual-stream channels sit in an akamaster net, stage by stage.
+
+    ``orders[s][j]`` is the akamaster channel of stage ``s`` (0-based) that holds our
+    channel ``j``. Stage 0 is the identity. Stage ``s`` starts with a shortcut that
+    carries the ``w`` channels of stage ``s-1``: ours at ``0..w-1`` followed by zeros,
+    theirs at ``p..p+w-1`` between ``p = w_s // 4`` zeros on each side, so
+    ``orders[s][j] = p + orders[s-1][j]`` for ``j < w``, and our zero channels ``w..`` take
+    their zero channels (``0..p-1``, then ``p+w..``) in order.
+
+    Returns:
+        One int64 tensor of length ``widths[s]`` per stage.
+
+    Raises:
+        ValueError: for widths that this padding cannot produce (not doubling).
+    """
+    orders = [torch.arange(widths[0])]
+    for w_prev, w in zip(widths[:-1], widths[1:], strict=True):
+        pad = w // 4
+        if w_prev + 2 * pad != w:
+            raise ValueError(f"widths {w_prev} -> {w}: akamaster's option A pads {pad} channels on each side")
+        orders.append(torch.cat([pad + orders[-1], torch.arange(pad), torch.arange(pad + w_prev, w)]))
+    return orders
+
+
+def _cifar_resnet_spec(arch: str) -> ArchSpec:
+    s = spec(arch)
+    if s.family != "cifar" or not s.residual:
+        raise UserError(
+            f"--from akamaster converts the CIFAR-10 ResNets (resnet20, resnet32, resnet44, resnet56, "
+            f"resnet110, any 6n+2), not {s.name}"
+        )
+    return s
+
+
+def _akamaster_names(our_key: str) -> str:
+    """Our state-dict key -> akamaster's (``fc.*`` -> ``linear.*``; the rest is the same)."""
+    return "linear." + our_key[len("fc."):] if our_key.startswith("fc.") else our_key
+
+
+def _check_akamaster(sd: Mapping[str, Any], arch: str, n: int, ref: StateDict, what: str) -> None:
+    """One-line UserErrors, starting with ``what`` (the file's name), for anything that is
+    not an akamaster option-A CIFAR ResNet with ``n`` blocks per stage (``ref``: our
+    net's names and shapes)."""
+    bad_type = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad_type:
+        raise UserError(f"{what}: not an akamaster state_dict (non-tensor entries {_few(bad_type)})")
+    foreign = [k for k in sd if _AKA_FOREIGN.match(k)]
+    if foreign:
+        parts = [p for p, hit in (("fc.weight", "fc.weight" in sd),
+                                  ("layer4", any(k.startswith("layer4.") for k in sd)),
+                                  ("downsample shortcuts", any(".downsample." in k for k in foreign))) if hit]
+        raise UserError(
+            f"{what}: not an akamaster CIFAR ResNet, it has {', '.join(parts) or _few(foreign)} (an ImageNet "
+            "ResNet such as torchvision's?); for torchvision weights use --from torchvision with an ImageNet --arch"
+        )
+    proj = [k for k in sd if _AKA_PROJECTION.match(k)]
+    if proj:
+        raise UserError(
+            f"{what}: has projection shortcuts ({_few(proj)}: option B), not akamaster's option A; "
+            "only option-A files convert"
+        )
+    blocks: dict[int, set[int]] = {}
+    for k in sd:
+        m = _AKA_BLOCK.match(k)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    if sorted(blocks) != [1, 2, 3]:
+        raise UserError(
+            f"{what}: not an akamaster CIFAR ResNet, it has stages {sorted(blocks) or 'none'} (layer1..layer3 "
+            "expected)"
+        )
+    counts = {s: len(b) for s, b in blocks.items()}
+    if len(set(counts.values())) != 1 or any(b != set(range(len(b))) for b in blocks.values()):
+        shown = ", ".join(f"layer{s}: {c}" for s, c in sorted(counts.items()))
+        raise UserError(f"{what}: not an akamaster CIFAR ResNet, its stages have {shown} blocks (equal counts expected)")
+    k = counts[1]
+    if k != n:
+        raise UserError(
+            f"{what}: holds ResNet-{6 * k + 2} ({k} blocks per stage), not {arch} ({n} blocks per stage); "
+            f"pass --arch resnet{6 * k + 2}"
+        )
+    want = {_akamaster_names(key): tuple(t.shape) for key, t in ref.items() if not key.endswith("num_batches_tracked")}
+    missing = [key for key in want if key not in sd]
+    unexpected = [key for key in sd if key not in want]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys ({_few(missing)})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys ({_few(unexpected)})")
+        raise UserError(f"{what}: does not match the akamaster layout of {arch}: {'; '.join(parts)}")
+    shapes = [f"{key} {tuple(sd[key].shape)} vs {shape}" for key, shape in want.items() if tuple(sd[key].shape) != shape]
+    if shapes:
+        raise UserError(f"{what}: tensors of the wrong shape for the akamaster {arch}: {_few(shapes, 2)}")
+
+
+def from_akamaster(state_dict: Mapping[str, torch.Tensor], arch: str, what: str = "state_dict") -> StateDict:
+    """Convert an akamaster/pytorch_resnet_cifar10 state dict to ours, exactly.
+
+    Args:
+        state_dict: their ``model.state_dict()`` (the ``"state_dict"`` of their ``.th``
+            files): ``[module.]conv1.weight`` ``(16, 3, 3, 3)``, ``bn1.*``,
+            ``layerS.I.{conv1,bn1,conv2,bn2}.*`` for S = 1..3 and I = 0..n-1,
+            ``linear.weight`` ``(num_classes, 64)``, ``linear.bias``; BN ``weight``,
+            ``bias``, ``running_mean``, ``running_var`` ``(C,)`` (``num_batches_tracked``
+            optional and ignored). Any ``num_classes``.
+        arch: ``resnet{6n+2}`` with the file's n (``resnet20``: n = 3).
+        what: how error messages name the input (the file name).
+
+    Returns:
+        A new dict in our names and module order for ``models.build(arch,
+        shortcut="A", num_classes=...)``: residual-stream channels permuted by
+        :func:`akamaster_channel_orders` (new tensors), ``fc`` from ``linear``,
+        ``num_batches_tracked`` 0. The converted net computes the same logits.
+
+    Raises:
+        UserError: one line naming the mismatch: not a CIFAR ResNet ``arch``, an ImageNet
+            net's keys (``fc``, ``layer4``, ``downsample``), projection shortcuts, another
+            number of blocks per stage than ``arch`` has (the right ``--arch`` named),
+            missing/unexpected keys or wrong shapes.
+    """
+    s = _cifar_resnet_spec(arch)
+    n = (s.depth - 2) // 6
+    sd = {k: v for k, v in _strip_module_prefix(state_dict).items() if not k.endswith("num_batches_tracked")}
+    lin = sd.get("linear.weight")
+    classes = int(lin.shape[0]) if isinstance(lin, torch.Tensor) and lin.dim() == 2 else 10
+    with torch.device("meta"):
+        ref = build(s.name, shortcut="A", num_classes=classes).state_dict()
+    _check_akamaster(sd, s.name, n, ref, what)
+    from resnet_repro.models.cifar import CIFAR_WIDTHS
+
+    orders = akamaster_channel_orders(CIFAR_WIDTHS)
+    out: StateDict = {}
+    for key, t in ref.items():
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.zeros((), dtype=t.dtype)
+            continue
+        v = sd[_akamaster_names(key)].detach()
+        m = _AKA_BLOCK.match(key)
+        if key.startswith("fc."):
+            v = v[:, orders[2]] if key == "fc.weight" else v
+        elif m is not None:
+            stage, block = int(m.group(1)) - 1, int(m.group(2))
+            sub = key[m.end():]
+            stream = orders[stage]
+            if sub == "conv1.weight":  # input: the block's input stream (the previous stage's for block 0)
+                v = v[:, orders[stage - 1] if (block == 0 and stage > 0) else stream]
+            elif sub.startswith("conv2.") or sub.startswith("bn2."):  # output: the stage's stream
+                v = v[stream]
+        # the stem (conv1, bn1) is stage 0, whose order is the identity; inner channels keep theirs
+        out[key] = v.clone().contiguous()
+    return out
+
+
+def load_akamaster_weights(file: str | os.PathLike, arch: str) -> tuple[StateDict, dict[str, Any]]:
+    """Read an akamaster ``.th`` file (``{"best_prec1", "state_dict"}``, or a bare state
+    dict) with ``torch.load(weights_only=True)`` and convert it (:func:`from_akamaster`).
+
+    Returns:
+        ``(our state dict, provenance)``; provenance holds the source file's name and
+        SHA-256, the repository, licence, training data and input normalisation, and,
+        for the published files (recognised by SHA-256, :mod:`resnet_repro.published`),
+        the test error their README reports on the original CIFAR-10.
+
+    Raises:
+        UserError: a missing or unreadable file, or one that is not the akamaster layout
+            of ``arch`` (see :func:`from_akamaster`).
+    """
+    from resnet_repro import published
+    from resnet_repro.fsio import sha256_file
+
+    _cifar_resnet_spec(arch)
+    p = Path(file)
+    raw = _torch_load(p)
+    best = raw.get("best_prec1") if isinstance(raw, Mapping) else None
+    sd = from_akamaster(_unwrap_state_dict(raw, p), arch, p.name)
+    digest = sha256_file(p)
+    src = published.source("akamaster")
+    known = published.identify(digest)
+    prov: dict[str, Any] = {
+        "source_format": "akamaster", "source_file": p.name, "source_sha256": digest,
+        "source_repo": src["url"], "licence": src["licence"], "training_data": src["training_data"],
+        "training": src["training"],
+        "conversion": "exact: residual-stream channels permuted (their option A pads zeros before and after)",
+        "published_checkpoint": known[1] if known else None,
+        "published_test_error": published.checkpoints("akamaster")[known[1]]["published_test_error"] if known else None,
+        "published_test_data": src["test_data"] if known else None,
+        "best_prec1": float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) else None,
+    }
+    return sd, prov
+
+
+def akamaster_preprocessing() -> dict[str, Any]:
+    """The input normalisation of akamaster's nets (from :mod:`resnet_repro.published`)."""
+    from resnet_repro import published
+
+    norm = published.source("akamaster")["normalization"]
+    return {"kind": "per-channel mean/std", "input": "RGB in [0, 1]", "name": "ImageNet mean/std",
+            "mean": list(norm["mean"]), "std": list(norm["std"])}

@@ -48,6 +48,8 @@ def print_table(console: Console, t: Table) -> None:
     console.print(rt)
     for rest, k in notes.items():
         console.print(Text(f"[{k}] {rest}"), soft_wrap=True)
+    for block in t.blocks:
+        print_table(console, block)
 
 
 STATUS_STYLE = {"complete": "green", "missing": "yellow", "interrupted": "cyan", "running": "cyan",

@@ -13,7 +13,9 @@ the spec that names it (``experiments/*.toml``) is left out with a warning.
 * Table 1 is measured from the code (:mod:`resnet_repro.report.table1`).
 * Tables 2, 3, 4 read ImageNet runs' ``eval-<protocol>.json`` (``top1_error``,
   ``top5_error``, ``protocol``): 10-crop for Tables 2 and 3, multi-scale for Table 4.
-* Table 6 reads CIFAR-10 runs' final test error (``summary.json``).
+* Table 6 reads CIFAR-10 runs' final test error (``summary.json``); below it, a block of
+  reference checkpoints (published error and error on the copy in use) read from
+  ``cifar10-reference/*.json`` evaluation records (:mod:`resnet_repro.report.reference`).
 * Tables 5, 7, 8 (ensembles, detection) show the paper's values; ours are not reproduced.
 * ``cifar-shortcuts``: options A/B/C on CIFAR-10 (not in the paper; the CIFAR-10
   counterpart of Table 3).
@@ -56,6 +58,8 @@ class Table:
         runs: the run directories behind our numbers.
         notes: runs left out and why.
         key: the table key (``"6"``, ``"cifar-shortcuts"``).
+        blocks: further tables shown below this one in every format (Table 6: the
+            reference checkpoints of :mod:`resnet_repro.report.reference`).
     """
 
     number: int
@@ -65,6 +69,7 @@ class Table:
     runs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     key: str = ""
+    blocks: list[Table] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -295,12 +300,18 @@ def select(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value, not
     net = f"{arch}{' ' + shortcut if shortcut else ''}"
     diverged = [f"{n_div} diverged {net} run(s), not averaged in"] if n_div else []
     rows = []
+    n_ft = 0
     for _, r in sub.iterrows():
+        if _present(r.get("init_weights_sha256")):  # fine-tuned from other weights: not trained from scratch
+            n_ft += 1
+            continue
         why = rs.mismatched.get(str(r["run_dir"]))
         if why:
             notes.append(f"{r['run_dir']}: {why}; not mixed in")
             continue
         rows.append(r)
+    if n_ft:
+        diverged.append(f"{n_ft} {net} run(s) fine-tuned from --init-weights, not mixed in")
     if not rows:
         return Cell(sub.iloc[0:0], [], diverged)
     groups: dict[str, list] = {}
@@ -645,7 +656,16 @@ def table6(runs_dir: Path | list[Path]) -> Table:
              if any(r["schedule"] == "paper" for r in rows) and any(r["schedule"] == "quick" for r in rows) else "")
     if progress:
         extra += "In progress, not counted in any mean: " + ", ".join(progress) + "."
-    return _finish(6, "6", paper.table(6)["title"], rows, cells, notes, CIFAR_PAPER_NOTE, extra.strip())
+    t = _finish(6, "6", paper.table(6)["title"], rows, cells, notes, CIFAR_PAPER_NOTE, extra.strip())
+    t.blocks.append(_reference_block(runs_dir, cells))
+    return t
+
+
+def _reference_block(runs_dir: Path | list[Path], cells: list[Cell]) -> Table:
+    """Table 6's reference block: published checkpoints on the copy the cells' runs used."""
+    from resnet_repro.report.reference import reference_block
+
+    return reference_block(runs_dir, _used(cells))
 
 
 # The project's two CIFAR-10 protocols: each gets its own row of Table 6 where it has runs.
@@ -677,6 +697,11 @@ def schedule_cells(rs: RunSet, dataset: str, arch: str, shortcut: str | None, va
     rest = df[_net_mask(df, dataset, arch, shortcut) & (df["status"] == "complete")
               & ~df["schedule"].isin([s for s, _, _ in out])] if not df.empty else df
     net = f"{arch}{' ' + shortcut if shortcut else ''}"
+    tuned = (rest["init_weights_sha256"].map(_present) if len(rest) and "init_weights_sha256" in rest
+             else pd.Series(False, index=rest.index, dtype=bool))
+    if tuned.any():
+        out[0][1].others.append(f"{int(tuned.sum())} {net} run(s) fine-tuned from --init-weights, not mixed in")
+    rest = rest[~tuned]
     for sched, n in sorted(rest["schedule"].astype(str).value_counts().items()) if len(rest) else []:
         out[0][1].others.append(f"{n} {net} run(s) at schedule {sched} not mixed in")
     return out
@@ -741,15 +766,19 @@ def to_text(t: Table, fmt: str) -> str:
     Raises:
         UserError: for another format.
     """
+    if fmt not in FORMATS or fmt == "rich":
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     shown = t.shown()
     head = f"{t.label}. {t.title}" if t.number else t.title
     if fmt == "markdown":
-        return f"**{head}**\n\n{_md(shown)}\n\n_{t.caption}_\n"
-    if fmt == "csv":
-        return t.frame.drop(columns=[c for c in ("runs",) if c in t.frame.columns]).to_csv(index=False)
-    if fmt == "latex":
-        return f"% {head}\n% {t.caption}\n{_latex(shown)}"
-    raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        text = f"**{head}**\n\n{_md(shown)}\n\n_{t.caption}_\n"
+    elif fmt == "csv":
+        text = t.frame.drop(columns=[c for c in ("runs",) if c in t.frame.columns]).to_csv(index=False)
+    else:
+        text = f"% {head}\n% {t.caption}\n{_latex(shown)}"
+    for b in t.blocks:  # below the table, separated by a blank line (CSV: a second header row follows)
+        text += "\n" + to_text(b, fmt)
+    return text
 
 
 def _cell(v) -> str:

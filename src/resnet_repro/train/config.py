@@ -27,8 +27,24 @@ from resnet_repro.train.schedule import get_schedule
 # threads is compared on its own (train.loop.check_same_threads): the count a CPU run
 # actually used matters, and a recorded null means the torch default of that machine.
 RESUME_MUTABLE = frozenset({"data_dir", "threads", "tensorboard", "checkpoint_activations"})
+# The path of --init-weights may move (its sha256, init_weights_sha256, is what is compared);
+# a resume takes the weights from its checkpoint and does not read the file.
+RESUME_MUTABLE = RESUME_MUTABLE | {"init_weights"}
 # DataLoader workers (ImageNet): each image's augmentation is seeded by itself, so speed only.
 RESUME_MUTABLE = RESUME_MUTABLE | {"workers"}
+
+
+class InputNorm(BaseModel):
+    """A per-channel input normalisation ``(x / 255 - mean) / std`` (RGB, 0-1 scale), used
+    instead of the paper's per-pixel mean subtraction where a run starts from weights
+    that were trained with it (``train --init-weights`` of akamaster's nets: ImageNet
+    mean/std). ``name`` says where it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    name: str = ""
 
 
 class RunConfig(BaseModel):
@@ -74,6 +90,12 @@ class RunConfig(BaseModel):
     # ImageNet runs (paper Sec. 3.4): sizes, lr rule, augmentation, SyncBN; None for CIFAR-10.
     imagenet: ImageNetSettings | None = None
     workers: int | None = None
+    # Fine-tuning (CIFAR-10): start from these weights instead of He initialisation; the
+    # file's sha256 is part of the recipe. input_norm None: the paper's per-pixel mean
+    # subtraction; else the per-channel normalisation the initial weights were trained with.
+    init_weights: str | None = None
+    init_weights_sha256: str | None = None
+    input_norm: InputNorm | None = None
 
     @property
     def run_name(self) -> str:
@@ -86,6 +108,8 @@ class RunConfig(BaseModel):
         parts.append(self.schedule if self.schedule != "custom" else f"it{self.iterations}")
         if self.train_on == "all":
             parts.append("all")
+        if self.init_weights_sha256:
+            parts.append(f"ft{self.init_weights_sha256[:8]}")
         parts.append(f"s{self.seed}")
         return "-".join(parts)
 
@@ -139,7 +163,7 @@ def resolve_device(requested: str) -> str:
 
 
 def make_config(
-    arch: str,
+    arch: str | None,
     data_dir: str,
     shortcut: str | None = None,
     schedule: str | None = "quick",
@@ -160,10 +184,16 @@ def make_config(
     dataset: str = "cifar10",
     workers: int | None = None,
     sync_bn: bool = False,
+    init_weights: str | None = None,
 ) -> RunConfig:
     """Build a validated :class:`RunConfig` from CLI-level choices, resolving the
     paper's defaults: shortcut A for CIFAR nets, the warm-up for 110 layers and deeper
     (Sec. 4.2), bf16 autocast where native.
+
+    ``init_weights`` (CIFAR-10 only) starts the run from a file of ``resnet-repro
+    import-weights`` or a CIFAR run's checkpoint (:func:`resnet_repro.train.init.read_init_weights`):
+    its sha256 is recorded, and the run normalises its inputs as the weights were trained
+    (an imported akamaster net: ImageNet mean/std; our own runs: the per-pixel mean).
 
     Raises:
         UserError: for any invalid choice (unknown arch, schedule, precision, ...).
@@ -171,9 +201,9 @@ def make_config(
     if dataset == "imagenet":  # paper Sec. 3.4; see train.imagenet_loop
         from resnet_repro.train.imagenet_loop import make_imagenet_config
 
-        if tensorboard or checkpoint_activations or train_on != "split" or warmup == "on":
-            raise UserError("--tensorboard, --checkpoint-activations, --train-on and --warmup are options of "
-                            "CIFAR-10 training; drop them for --dataset imagenet")
+        if tensorboard or checkpoint_activations or train_on != "split" or warmup == "on" or init_weights:
+            raise UserError("--tensorboard, --checkpoint-activations, --train-on, --warmup and --init-weights are "
+                            "options of CIFAR-10 training; drop them for --dataset imagenet")
 
         return make_imagenet_config(
             arch, data_dir, shortcut=shortcut, schedule=schedule, iterations=iterations, seed=seed,
@@ -183,6 +213,23 @@ def make_config(
         raise UserError(f"unknown dataset {dataset!r}; choose cifar10 or imagenet")
     if batch_size is None:
         batch_size = 128
+    init = None
+    if init_weights is not None:
+        from resnet_repro.train.init import read_init_weights
+
+        init = read_init_weights(init_weights)
+        if arch is None:
+            arch = init.arch
+        elif spec(arch).name != init.arch:
+            raise UserError(f"--init-weights {init_weights} holds {init.arch}, not {spec(arch).name}; "
+                            f"pass --arch {init.arch} (or drop --arch)")
+        if shortcut is None:
+            shortcut = init.shortcut
+        elif resolve_shortcut(spec(arch), shortcut) != init.shortcut:
+            raise UserError(f"--init-weights {init_weights} holds shortcut option {init.shortcut}, not "
+                            f"{shortcut.upper()}; drop --shortcut")
+    if arch is None:
+        raise UserError("missing --arch; e.g. --arch resnet20 (see `resnet-repro train --help`)")
     s = spec(arch)
     if s.family != "cifar":
         raise UserError(f"{s.name} is an ImageNet net; CIFAR-10 training takes 6n+2 depths such as resnet20, plain56")
@@ -221,6 +268,9 @@ def make_config(
             threads=threads,
             device=dev,
             tensorboard=tensorboard,
+            init_weights=None if init is None else str(init_weights),
+            init_weights_sha256=None if init is None else init.sha256,
+            input_norm=None if init is None else init.input_norm,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -44,7 +44,11 @@ class TrainData:
         train_x / val_x / test_x: ``(N, 3, 32, 32)`` uint8 tensors (val is None with
             ``train_on="all"``).
         train_y / val_y / test_y: ``(N,)`` int64.
-        mean: ``(3, 32, 32)`` float32 per-pixel mean of the training images, in [0, 1].
+        mean: ``(3, 32, 32)`` float32 per-pixel mean of the training images, in [0, 1]
+            (paper Sec. 4.2); with ``cfg.input_norm`` the ``(3, 1, 1)`` per-channel mean of
+            that normalisation instead.
+        std: None (the paper's mean subtraction only), or ``(3, 1, 1)`` with
+            ``cfg.input_norm``.
     """
 
     train_x: torch.Tensor
@@ -57,11 +61,13 @@ class TrainData:
     source_kind: str
     checksum: str
     split_digest: str | None
+    std: torch.Tensor | None = None
 
 
 def prepare_data(cfg: RunConfig, download: bool = False) -> TrainData:
     """Load CIFAR-10, split off 5k validation images (unless ``train_on="all"``), compute
-    the per-pixel mean on the training images, and move all to ``cfg.device``.
+    the per-pixel mean on the training images (or take ``cfg.input_norm``'s per-channel
+    mean and std), and move all to ``cfg.device``.
 
     Raises:
         UserError: if the data set is missing or corrupt.
@@ -80,12 +86,16 @@ def prepare_data(cfg: RunConfig, download: bool = False) -> TrainData:
     # float64 accumulation without a float64 copy of the images (1.1 GB for 45k); the
     # integer sums are exact, so the mean is the same to the bit.
     mean = torch.from_numpy(tx.mean(axis=0, dtype=np.float64) / 255.0).float()
+    std = None
+    if cfg.input_norm is not None:
+        mean = torch.tensor(cfg.input_norm.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(cfg.input_norm.std, dtype=torch.float32).view(3, 1, 1).to(dev)
 
     def t(a):
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(dev)
 
     return TrainData(t(tx), t(ty), t(vx), t(vy), t(arrays.test_x), t(arrays.test_y), mean.to(dev),
-                     arrays.source_kind, arrays.checksum, digest)
+                     arrays.source_kind, arrays.checksum, digest, std)
 
 
 class BatchOrder:
@@ -203,7 +213,7 @@ def train_batch(data: TrainData, order: BatchOrder, cfg: RunConfig, iteration: i
     """
     dev = data.train_x.device
     idx = order.indices(iteration)
-    x = pad_crop_flip(to_float(data.train_x[idx], data.mean), aug_generator(cfg.seed, iteration, dev))
+    x = pad_crop_flip(to_float(data.train_x[idx], data.mean, data.std), aug_generator(cfg.seed, iteration, dev))
     y = data.train_y[idx]
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -233,14 +243,15 @@ def train_step(step_model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, cfg: RunConfig,
-             batch: int = 1000) -> float:
+             batch: int = 1000, std: torch.Tensor | None = None) -> float:
     """Top-1 error (%) of ``model`` in eval mode on uint8 images ``x`` ``(N, 3, 32, 32)``
-    with labels ``y`` ``(N,)``: a single view of each original image (paper Sec. 4.2)."""
+    with labels ``y`` ``(N,)``: a single view of each original image (paper Sec. 4.2),
+    normalised by :func:`resnet_repro.data.augment.to_float` with ``mean`` and ``std``."""
     was_training = model.training
     model.eval()
     wrong = torch.zeros((), dtype=torch.long, device=x.device)
     for i in range(0, len(x), batch):
-        xb = to_float(x[i: i + batch], mean)
+        xb = to_float(x[i: i + batch], mean, std)
         if cfg.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(cfg):
@@ -540,6 +551,12 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
     ckpt_dir = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.jsonl"
     state = checkpoint.load_latest(ckpt_dir, map_location=dev) if resume else None
+    if state is None and cfg.init_weights:  # fine-tuning: a resume takes its weights from the checkpoint
+        from resnet_repro.train.init import load_init_weights
+
+        load_init_weights(model, cfg)
+    norm_rec = None if cfg.input_norm is None else {"mean": list(cfg.input_norm.mean),
+                                                     "std": list(cfg.input_norm.std), "name": cfg.input_norm.name}
     start, wall_prev, train_s, warmup_active = 0, 0.0, 0.0, cfg.warmup
     win = [0.0, 0.0, 0]  # loss sum, wrong count, images in the current logging window
     last_eval: dict = {}
@@ -573,7 +590,9 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
     log({"event": kind, "iteration": start, "wall_s": round(wall(), 3), "precision": cfg.precision,
          "precision_reason": why, "threads": torch.get_num_threads(), "device": cfg.device,
          "train_images": len(data.train_x), "val_images": 0 if data.val_x is None else len(data.val_x),
-         "test_images": len(data.test_x), "warmup_active": warmup_active})
+         "test_images": len(data.test_x), "warmup_active": warmup_active,
+         **({"init_weights": cfg.init_weights, "init_weights_sha256": cfg.init_weights_sha256} if cfg.init_weights
+            else {})})
 
     def summary(status: str, it: int, message: str | None = None) -> dict:
         s = summary_fields(status, it, cfg, last_eval, wall(), train_s, cfg.device, data.source_kind)
@@ -587,7 +606,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
             "model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it,
             "warmup_active": warmup_active, "window": list(window), "wall_s": wall(), "train_s": train_s,
             **checkpoint.log_position(metrics_path), "last_eval": last_eval,
-            "arch": cfg.arch, "shortcut": cfg.shortcut, "num_classes": 10,
+            "arch": cfg.arch, "shortcut": cfg.shortcut, "num_classes": 10, "input_norm": norm_rec,
         })
 
     order = BatchOrder(len(data.train_x), cfg.batch_size, cfg.seed, dev)
@@ -638,8 +657,10 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
                 if it % cfg.eval_every == 0 or it == cfg.iterations:
                     ev = {"event": "eval", "iteration": it, "train_error": w_err, "train_loss": w_loss}
                     if data.val_x is not None:
-                        ev["val_error"] = evaluate(step_model, data.val_x[:sub], data.val_y[:sub], data.mean, cfg)
-                    ev["test_error"] = evaluate(step_model, data.test_x[:sub], data.test_y[:sub], data.mean, cfg)
+                        ev["val_error"] = evaluate(step_model, data.val_x[:sub], data.val_y[:sub], data.mean, cfg,
+                                                   std=data.std)
+                    ev["test_error"] = evaluate(step_model, data.test_x[:sub], data.test_y[:sub], data.mean, cfg,
+                                                std=data.std)
                     ev["wall_s"] = round(wall(), 3)
                     log(ev)
                     last_eval = {k: ev.get(k) for k in ("iteration", "train_error", "val_error", "test_error")}
@@ -654,7 +675,8 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
                 log({"event": "end", "iteration": it, "status": "interrupted", "reason": why_stop})  # resume drops it
                 return summary("interrupted", it, f"stopped at iteration {it}; continue with --resume")
         checkpoint.save(ckpt_dir, "final.pt", {"model": model.state_dict(), "iteration": it, "arch": cfg.arch,
-                                                "shortcut": cfg.shortcut, "num_classes": 10}, latest=False)
+                                                "shortcut": cfg.shortcut, "num_classes": 10, "input_norm": norm_rec},
+                        latest=False)
         log({"event": "end", "iteration": it, "status": "complete", "wall_s": round(wall(), 3)})
         return summary("complete", it)
     except OSError as exc:

@@ -14,9 +14,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from resnet_repro.cli_help import App
 from resnet_repro.errors import UserError
 
-app = typer.Typer(
+app = App(  # typer.Typer with help that reads well at 80 columns (resnet_repro.cli_help)
     name="resnet-repro",
     help=(
         "Reproduce 'Deep Residual Learning for Image Recognition' (He et al., 2015): "

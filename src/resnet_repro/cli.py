@@ -66,6 +66,7 @@ def arch(
 
 # ---------------------------------------------------------------------------- train
 DEFAULT_DATA = "data/cifar10"
+DEFAULT_IMAGENET_DATA = "data/imagenet"
 
 
 def _default_data_dir() -> str:
@@ -78,7 +79,7 @@ def _default_data_dir() -> str:
 def train(
     arch_name: str | None = typer.Option(
         None, "--arch", "-a",
-        help="Network: plain or resnet + depth 6n+2 (resnet20, plain56, resnet110, resnet1202).",
+        help="Network: plain or resnet + depth 6n+2 for CIFAR-10 (resnet20, plain56, resnet110, resnet1202), or 18, 34, 50, 101, 152 for ImageNet (resnet34, plain18).",
     ),
     shortcut: str | None = typer.Option(
         None, "--shortcut", "-s",
@@ -88,7 +89,7 @@ def train(
         None, "--schedule",
         help="CIFAR-10 (default quick): paper (64k iterations, drops at 32k/48k), quick (4k, drops at 2k/3k: 1/16 of the paper's), smoke (30; tests). ImageNet (default paper): paper (lr /10 on val plateaus, up to 600k), fixed (drops at 150k/300k), smoke (8 iterations, 64-px crops; tests).",
     ),
-    dataset: str = typer.Option("cifar10", "--dataset", help="cifar10 (Sec. 4.2) or imagenet (Sec. 3.4: image folders train/<wnid>/, val/<wnid>/ in --data-dir; multi-GPU with torchrun)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="cifar10 (Sec. 4.2) or imagenet (Sec. 3.4; multi-GPU with torchrun). Default: the net's own, CIFAR-10 for 6n+2 layers, ImageNet for 18 to 152."),
     workers: int | None = typer.Option(None, "--workers", help="ImageNet: DataLoader worker processes per training process (default: the node's cores / processes, at most 16)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="ImageNet under torchrun: batch normalisation over the global batch (default: per process, as with the paper's 8 GPUs)."),
     iterations: int | None = typer.Option(
@@ -96,7 +97,7 @@ def train(
     ),
     data_dir: str | None = typer.Option(
         None, "--data-dir", "-d",
-        help="CIFAR-10: cifar-10-batches-py, cifar-10-python.tar.gz, or an image-folder tree/tar(.gz) with train/ and test/. Default $RESNET_REPRO_DATA or data/cifar10.",
+        help="CIFAR-10: cifar-10-batches-py, cifar-10-python.tar.gz, or an image-folder tree/tar(.gz) with train/ and test/ (default $RESNET_REPRO_DATA or data/cifar10). ImageNet: a folder DIR with DIR/train/<wnid>/ and DIR/val/<wnid>/ (default data/imagenet).",
     ),
     download: bool = typer.Option(False, "--download", help="Download the original CIFAR-10 into --data-dir through torchvision if it is not there."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of run directories."),
@@ -127,7 +128,7 @@ def train(
 
       resnet-repro train --arch plain56 --seed 1
     """
-    from resnet_repro.train.config import load_config, make_config
+    from resnet_repro.train.config import load_config, make_config, resolve_dataset
     from resnet_repro.train.loop import fit
 
     if config is not None:
@@ -139,8 +140,10 @@ def train(
     else:
         if not arch_name:
             fail("missing --arch; e.g. --arch resnet20 (see `resnet-repro train --help`)")
+        dataset = resolve_dataset(arch_name, dataset)  # an ImageNet net trains on ImageNet
+        default_dir = _default_data_dir() if dataset == "cifar10" else DEFAULT_IMAGENET_DATA
         cfg = make_config(
-            arch_name, data_dir or _default_data_dir(), shortcut=shortcut, schedule=schedule,
+            arch_name, data_dir or default_dir, shortcut=shortcut, schedule=schedule,
             iterations=iterations, seed=seed, train_on=train_on, precision=precision, device=device,
             channels_last=channels_last, compile=compile_model, threads=threads, batch_size=batch_size,
             lr=lr, warmup=warmup, checkpoint_activations=checkpoint_activations,

@@ -219,12 +219,22 @@ def _safe_run_dir(out: Path, name: str) -> Path:
 
 
 # ---------------------------------------------------------------------------- table
+RUNS_HELP = ("Run directories or folders of runs (repeatable). Default: results/ where the current folder has "
+             "one, else none (the paper's values only).")
+
+
+def default_roots(runs_dir: list[Path] | None) -> list[Path]:
+    """The run roots of ``table``, ``figure`` and ``report``: ``--runs`` as given (a
+    missing one is an error later), else ``results/`` where it exists, else none."""
+    from resnet_repro.runs import default_roots as roots
+
+    return roots(runs_dir)
+
+
 @app.command()
 def table(
     number: str = typer.Argument(..., help="Paper table number, 1 to 8, or cifar-shortcuts (options A/B/C on CIFAR-10, not in the paper)."),
-    runs_dir: list[Path] = typer.Option(
-        [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
-    ),
+    runs_dir: list[Path] | None = typer.Option(None, "--runs", "-r", help=RUNS_HELP),
     fmt: str = typer.Option("rich", "--format", "-f", help="rich (terminal), markdown, csv or latex."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="Also write the table (markdown/csv/latex) to this file."),
 ) -> None:
@@ -247,6 +257,7 @@ def table(
         why = unwritable_reason(out_file)
         if why is not None:
             fail(f"cannot write {out_file} ({why}); choose a writable --out")
+    runs_dir = default_roots(runs_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t = get_table(number, runs_dir)
@@ -504,9 +515,7 @@ def run(
 @app.command()
 def figure(
     number: int = typer.Argument(..., help="Paper figure: 1, 4, 6 or 7."),
-    runs_dir: list[Path] = typer.Option(
-        [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
-    ),
+    runs_dir: list[Path] | None = typer.Option(None, "--runs", "-r", help=RUNS_HELP),
     out: Path | None = typer.Option(None, "--out", "-o", help="Base path or folder (default results/figures/figureN); writes .png and .pdf."),
 ) -> None:
     """Rebuild paper Figure N from logged runs as PNG and PDF: 1 (plain-20/56 on
@@ -517,7 +526,7 @@ def figure(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = make_figure(number, runs_dir, out)
+        paths = make_figure(number, default_roots(runs_dir), out)
     for w in caught:
         err_console.print(f"warning: {w.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     for p in paths:
@@ -527,16 +536,14 @@ def figure(
 # ---------------------------------------------------------------------------- report
 @app.command()
 def report(
-    runs_dir: list[Path] = typer.Option(
-        [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
-    ),
+    runs_dir: list[Path] | None = typer.Option(None, "--runs", "-r", help=RUNS_HELP),
     out: Path = typer.Option(Path("results/REPORT.md"), "--out", "-o", help="The Markdown report; figures go to figures/ beside it."),
 ) -> None:
     """Write one Markdown report with every table and figure, the runs behind each and
     the commands that rerun them."""
     from resnet_repro.report.report import build_report
 
-    res = build_report(runs_dir, out)
+    res = build_report(default_roots(runs_dir), out)
     for w in res["warnings"]:
         err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {res['report']} and {len(res['figures'])} figure files", highlight=False)

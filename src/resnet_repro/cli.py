@@ -413,8 +413,10 @@ def bench(
     opts.check, opts.check_seeds = check, list(range(max(1, check_seeds)))
     with console.status("benchmark") as status:
         result = run_bench(opts, progress=lambda m: status.update(f"benchmark: {m}"))
+    from resnet_repro.report.render import print_fitted
+
     for t in tables(result):
-        console.print(t)
+        print_fitted(console, t)
     write_result(out, result)
     console.print(f"wrote {out} ({result['meta']['bench_seconds']:.0f} s)", highlight=False)
 
@@ -582,11 +584,12 @@ def evaluate(
     )
 
     from resnet_repro.evaluate import result_line, run_evaluation
+    from resnet_repro.report.progress import interactive
     from resnet_repro.train.distributed import env_rank
 
     main_rank = env_rank() == 0
     prog = Progress(TextColumn(f"[bold]{protocol}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, disable=not main_rank)
+                    console=console, disable=not main_rank or not interactive(console))
     task = prog.add_task("eval", total=None)
 
     started = []

@@ -1,5 +1,8 @@
 """A rich progress view for one training run (iteration, lr, loss, training error,
-images/s, ETA), fed by the events of :func:`resnet_repro.train.loop.fit`."""
+images/s, ETA), fed by the events of :func:`resnet_repro.train.loop.fit`.
+
+The live bar is drawn only on a terminal (:func:`interactive`); in a pipe or a log file
+the start, evaluation and summary lines are the whole output, with no cut-off bar."""
 
 from __future__ import annotations
 
@@ -14,6 +17,13 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+
+def interactive(console: Console) -> bool:
+    """Whether ``console`` can redraw a live progress view (a terminal that is not
+    ``TERM=dumb``). Elsewhere (a pipe, a file, CI logs) rich would print the view once
+    when it stops, cut to the width: there the views print lines instead."""
+    return console.is_terminal and not console.is_dumb_terminal
 
 
 def plural(n, word: str) -> str:
@@ -48,7 +58,7 @@ class TrainProgress:
             TextColumn("lr {task.fields[lr]}  loss {task.fields[loss]}  train err {task.fields[err]}  "
                        "{task.fields[ips]} img/s"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, transient=False, disable=not console.is_terminal and False,
+            console=console, transient=False, disable=not interactive(console),
         )
         self.task = None
 

@@ -34,7 +34,7 @@ def plural(n, word: str) -> str:
 def images_line(ev: dict, cfg) -> str:
     """The image counts of a start/resume event as they are used: training images, and
     the val/test images each evaluation actually scores (the smoke schedule evaluates
-    only the first ``cfg.eval_subset`` of each), e.g. ``45000 train images; evaluation on
+    only ``cfg.eval_subset`` evenly spaced images of each), e.g. ``45000 train images; evaluation on
     1000 of 5000 val, 1000 of 10000 test images``."""
     sub = getattr(cfg, "eval_subset", None)
     parts = []

@@ -1,8 +1,11 @@
 """``resnet-repro report``: one Markdown report with every table and figure rebuilt from
 stored runs, the runs behind each, and the commands that rerun them.
 
-The report holds no timestamps: rebuilt from the same runs it has the same bytes, so a
-committed ``results/REPORT.md`` changes only when the runs do.
+The report holds no timestamps: rebuilt from the same runs it has the same bytes.
+``results/REPORT.md`` is ignored by git (a local rollup of the committed tables and
+figures; ``git add -f`` it to commit one, which then changes only when the runs do). A
+figure without runs behind it gets a line naming the command that fills it, not a
+placeholder image.
 """
 
 from __future__ import annotations

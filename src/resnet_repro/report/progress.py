@@ -18,6 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+WIDE = 150  # from this terminal width on, progress bars also show the run's name and elapsed time
+
 
 def interactive(console: Console) -> bool:
     """Whether ``console`` can redraw a live progress view (a terminal that is not
@@ -53,12 +55,15 @@ class TrainProgress:
 
     def __init__(self, console: Console, cfg, run_dir: Path) -> None:
         self.console, self.cfg, self.run_dir = console, cfg, run_dir
+        wide = console.width >= WIDE
+        stats = ("lr {task.fields[lr]}  loss {task.fields[loss]}  train err {task.fields[err]}  {task.fields[ips]} img/s"
+                 if wide else "lr {task.fields[lr]} loss {task.fields[loss]} err {task.fields[err]} "
+                 "{task.fields[ips]} img/s")
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("lr {task.fields[lr]}  loss {task.fields[loss]}  train err {task.fields[err]}  "
-                       "{task.fields[ips]} img/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, transient=False, disable=not interactive(console),
+            *([TextColumn("[bold]{task.description}")] if wide else []),  # the start line names the run
+            BarColumn(bar_width=40 if wide else None), MofNCompleteColumn(), TextColumn(stats),
+            *([TimeElapsedColumn()] if wide else []), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, transient=False, disable=not interactive(console), expand=not wide,
         )
         self.task = None
 

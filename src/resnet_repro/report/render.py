@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from resnet_repro.report.progress import interactive, plural
+from resnet_repro.report.progress import WIDE, interactive, plural
 
 if TYPE_CHECKING:  # tables (pandas) is imported by print_table only: `arch` stays light
     from resnet_repro.report.tables import Table
@@ -309,10 +309,12 @@ class ExperimentProgress:
         self.console = console
         self.plans = {p.label: p for p in plans if p.todo}
         self.live = interactive(console)  # else one line per start, evaluation and end
+        wide = console.width >= WIDE  # narrower: % done, no elapsed time, a bar that takes what is left
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, transient=False, disable=not self.live,
+            TextColumn("{task.description}"), BarColumn(bar_width=40 if wide else None),
+            MofNCompleteColumn() if wide else TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[info]}"), *([TimeElapsedColumn()] if wide else []), TimeRemainingColumn(),
+            console=console, transient=False, disable=not self.live, expand=not wide,
         )
         self.tasks: dict[str, int] = {}
         self.total = None
@@ -362,13 +364,14 @@ class ExperimentProgress:
         elif kind == "train":
             self._advance(label, int(ev["iteration"]))
             err = ev.get("train_error")
-            err_s = f"train err {err:.1f}%  " if isinstance(err, (int, float)) else ""
+            err_s = f"train {err:.1f}%, " if isinstance(err, (int, float)) else ""
             self.progress.update(task, info=f"{err_s}{ev.get('images_per_s') or 0:.0f} img/s")
         elif kind == "eval":
-            parts = [f"{name} err {ev[key]:.2f}%" for key, name in
+            found = [(name, ev[key]) for key, name in
                      (("train_error", "train"), ("val_error", "val"), ("test_error", "test"))
                      if isinstance(ev.get(key), (int, float))]
-            self.progress.update(task, info="  ".join(parts))
+            parts = [f"{name} err {v:.2f}%" for name, v in found]
+            self.progress.update(task, info=", ".join(f"{name} {v:.1f}%" for name, v in found))
             self._line(f"{label}: iteration {ev.get('iteration')}: " + ", ".join(parts))
         elif kind == "finished":
             status = ev.get("status")

@@ -12,15 +12,25 @@ RUNS   ?= runs/quickstart
 .PHONY: help setup test test-slow lint quickstart clean paper-runs paper-runs-status paper-runs-stop paper-runs-store
 
 help:
-	@echo "make quickstart  set up, train plain-20 and ResNet-20 on CIFAR-10 (SCHEDULE=$(SCHEDULE)), print Table 6"
+	@echo "make quickstart  set up, train plain-20 and ResNet-20 on CIFAR-10, print Table 6"
+	@echo "                 (SCHEDULE=$(SCHEDULE); smoke: a minute; RUNS=$(RUNS))"
 	@echo "make test        set up, run the fast tests (make test-slow: the slow ones)"
 	@echo "make setup       create $(VENV) and install the package with its dev extras"
 	@echo "make lint        ruff over src/ and tests/"
-	@echo "make table-N     paper Table N (1-8) from the run logs in results/ (printed, and written to results/tableN.md); make figure-N (1, 4, 6, 7), figure-1-paper, figure-6-quick, ...; make report"
-	@echo "make reproduce-cifar-quick   run every CIFAR-10 experiment at the quick schedule, then the report (-paper: the paper's)"
-	@echo "make paper-runs  start or resume the 64k-iteration CPU runs in the background (pinned code; -status, -stop, -store)"
-	@echo "make bench       time our training step against the usual pipeline (BENCH=--quick for ~2 min)"
-	@echo "make reference   import the published CIFAR-10 ResNets (../shared/pretrained/akamaster), evaluate them on DATA into results/cifar10-reference/, rebuild Table 6"
+	@echo "make table-N     paper Table N (1-8) from the run logs in results/, printed and"
+	@echo "                 written to results/tableN.md"
+	@echo "make figure-N    paper Figure N (1, 4, 6, 7) as results/figures/figureN.png/.pdf;"
+	@echo "                 figure-1-paper, figure-6-quick, ...: at one schedule"
+	@echo "make report      results/REPORT.md: every table and figure"
+	@echo "make reproduce-cifar-quick"
+	@echo "                 every CIFAR-10 experiment at the quick schedule, then report"
+	@echo "                 (reproduce-cifar-paper: at the paper's)"
+	@echo "make paper-runs  start or resume the 64k-iteration CPU runs in the background"
+	@echo "                 (pinned code; paper-runs-status, -stop, -store)"
+	@echo "make bench       time our training step against the usual pipeline"
+	@echo "                 (BENCH=--quick: about 2 minutes)"
+	@echo "make reference   import the published CIFAR-10 ResNets, evaluate them on DATA"
+	@echo "                 into results/cifar10-reference/, rebuild Table 6"
 
 setup: $(VENV)/.installed
 

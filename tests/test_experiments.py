@@ -270,7 +270,7 @@ def test_cli_run_dry_run_and_smoke(tiny_spec, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # complete runs show the threads they trained with, not --threads
         main([*args[:-1], "3", "--dry-run"])
     rows = [ln for ln in capsys.readouterr().out.splitlines() if "complete" in ln]
-    assert len(rows) == 2 and all(ln.split("│")[4].strip() == "1" for ln in rows), rows
+    assert len(rows) == 2 and all(ln.split("│")[3].strip() == "1" for ln in rows), rows  # run, state, threads
     with pytest.raises(SystemExit) as e:
         main([*args, "--seeds", "x"])
     assert e.value.code == 2 and "bad --seeds" in capsys.readouterr().err

@@ -378,18 +378,18 @@ class Baseline:
 
     @torch.no_grad()
     def test_error(self, n: int | None = None) -> float:
-        """Top-1 error (%) on the first ``n`` test images (all with None)."""
+        """Top-1 error (%) on all test images, or on the ``n`` evenly spaced ones that our
+        loop's smoke evaluation uses (:func:`resnet_repro.train.loop.eval_subset`)."""
+        from resnet_repro.train.loop import eval_subset
+
         self.model.eval()
-        wrong = total = 0
+        wrong = []
         for x, y in self.test_loader:
-            if n is not None and total >= n:
-                break
-            if n is not None:
-                x, y = x[: n - total], y[: n - total]
             out = self.model(x.to(self.device))
-            wrong += int((out.argmax(1).cpu() != y).sum())
-            total += len(y)
-        return 100.0 * wrong / total
+            wrong.append(out.argmax(1).cpu() != y)
+        flags = torch.cat(wrong)
+        flags, _ = eval_subset(flags, flags, n)
+        return 100.0 * int(flags.sum()) / len(flags)
 
     def close(self) -> None:
         for it in (self._it, self._test_it):

@@ -14,9 +14,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from resnet_repro.cli_help import App
 from resnet_repro.errors import UserError
 
-app = typer.Typer(
+app = App(  # typer.Typer with help that reads well at 80 columns (resnet_repro.cli_help)
     name="resnet-repro",
     help=(
         "Reproduce 'Deep Residual Learning for Image Recognition' (He et al., 2015): "
@@ -65,6 +66,7 @@ def arch(
 
 # ---------------------------------------------------------------------------- train
 DEFAULT_DATA = "data/cifar10"
+DEFAULT_IMAGENET_DATA = "data/imagenet"
 
 
 def _default_data_dir() -> str:
@@ -77,7 +79,7 @@ def _default_data_dir() -> str:
 def train(
     arch_name: str | None = typer.Option(
         None, "--arch", "-a",
-        help="Network: plain or resnet + depth 6n+2 (resnet20, plain56, resnet110, resnet1202).",
+        help="Network: plain or resnet + depth 6n+2 for CIFAR-10 (resnet20, plain56, resnet110, resnet1202), or 18, 34, 50, 101, 152 for ImageNet (resnet34, plain18).",
     ),
     shortcut: str | None = typer.Option(
         None, "--shortcut", "-s",
@@ -87,7 +89,7 @@ def train(
         None, "--schedule",
         help="CIFAR-10 (default quick): paper (64k iterations, drops at 32k/48k), quick (4k, drops at 2k/3k: 1/16 of the paper's), smoke (30; tests). ImageNet (default paper): paper (lr /10 on val plateaus, up to 600k), fixed (drops at 150k/300k), smoke (8 iterations, 64-px crops; tests).",
     ),
-    dataset: str = typer.Option("cifar10", "--dataset", help="cifar10 (Sec. 4.2) or imagenet (Sec. 3.4: image folders train/<wnid>/, val/<wnid>/ in --data-dir; multi-GPU with torchrun)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="cifar10 (Sec. 4.2) or imagenet (Sec. 3.4; multi-GPU with torchrun). Default: the net's own, CIFAR-10 for 6n+2 layers, ImageNet for 18 to 152."),
     workers: int | None = typer.Option(None, "--workers", help="ImageNet: DataLoader worker processes per training process (default: the node's cores / processes, at most 16)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="ImageNet under torchrun: batch normalisation over the global batch (default: per process, as with the paper's 8 GPUs)."),
     iterations: int | None = typer.Option(
@@ -95,7 +97,7 @@ def train(
     ),
     data_dir: str | None = typer.Option(
         None, "--data-dir", "-d",
-        help="CIFAR-10: cifar-10-batches-py, cifar-10-python.tar.gz, or an image-folder tree/tar(.gz) with train/ and test/. Default $RESNET_REPRO_DATA or data/cifar10.",
+        help="CIFAR-10: cifar-10-batches-py, cifar-10-python.tar.gz, or an image-folder tree/tar(.gz) with train/ and test/ (default $RESNET_REPRO_DATA or data/cifar10). ImageNet: a folder DIR with DIR/train/<wnid>/ and DIR/val/<wnid>/ (default data/imagenet).",
     ),
     download: bool = typer.Option(False, "--download", help="Download the original CIFAR-10 into --data-dir through torchvision if it is not there."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of run directories."),
@@ -129,7 +131,7 @@ def train(
 
       resnet-repro train --init-weights runs/reference/akamaster-resnet20.pt --iterations 300 --lr 0.01 --out runs/finetune
     """
-    from resnet_repro.train.config import load_config, make_config
+    from resnet_repro.train.config import load_config, make_config, resolve_dataset
     from resnet_repro.train.loop import fit
 
     if config is not None:
@@ -141,8 +143,11 @@ def train(
     else:
         if not arch_name and init_weights is None:
             fail("missing --arch; e.g. --arch resnet20 (see `resnet-repro train --help`)")
+        if arch_name:  # an ImageNet net trains on ImageNet (--init-weights: CIFAR-10, the file's net)
+            dataset = resolve_dataset(arch_name, dataset)
+        default_dir = _default_data_dir() if dataset in (None, "cifar10") else DEFAULT_IMAGENET_DATA
         cfg = make_config(
-            arch_name, data_dir or _default_data_dir(), shortcut=shortcut, schedule=schedule,
+            arch_name, data_dir or default_dir, shortcut=shortcut, schedule=schedule,
             iterations=iterations, seed=seed, train_on=train_on, precision=precision, device=device,
             channels_last=channels_last, compile=compile_model, threads=threads, batch_size=batch_size,
             lr=lr, warmup=warmup, checkpoint_activations=checkpoint_activations,
@@ -219,12 +224,22 @@ def _safe_run_dir(out: Path, name: str) -> Path:
 
 
 # ---------------------------------------------------------------------------- table
+RUNS_HELP = ("Run directories or folders of runs (repeatable). Default: results/ where the current folder has "
+             "one, else none (the paper's values only).")
+
+
+def default_roots(runs_dir: list[Path] | None) -> list[Path]:
+    """The run roots of ``table``, ``figure`` and ``report``: ``--runs`` as given (a
+    missing one is an error later), else ``results/`` where it exists, else none."""
+    from resnet_repro.runs import default_roots as roots
+
+    return roots(runs_dir)
+
+
 @app.command()
 def table(
     number: str = typer.Argument(..., help="Paper table number, 1 to 8, or cifar-shortcuts (options A/B/C on CIFAR-10, not in the paper)."),
-    runs_dir: list[Path] = typer.Option(
-        [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
-    ),
+    runs_dir: list[Path] | None = typer.Option(None, "--runs", "-r", help=RUNS_HELP),
     fmt: str = typer.Option("rich", "--format", "-f", help="rich (terminal), markdown, csv or latex."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="Also write the table (markdown/csv/latex) to this file."),
 ) -> None:
@@ -247,6 +262,7 @@ def table(
         why = unwritable_reason(out_file)
         if why is not None:
             fail(f"cannot write {out_file} ({why}); choose a writable --out")
+    runs_dir = default_roots(runs_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t = get_table(number, runs_dir)
@@ -447,8 +463,10 @@ def bench(
     opts.check, opts.check_seeds = check, list(range(max(1, check_seeds)))
     with console.status("benchmark") as status:
         result = run_bench(opts, progress=lambda m: status.update(f"benchmark: {m}"))
+    from resnet_repro.report.render import print_fitted
+
     for t in tables(result):
-        console.print(t)
+        print_fitted(console, t)
     write_result(out, result)
     console.print(f"wrote {out} ({result['meta']['bench_seconds']:.0f} s)", highlight=False)
 
@@ -549,9 +567,7 @@ def run(
 @app.command()
 def figure(
     number: int = typer.Argument(..., help="Paper figure: 1, 4, 6 or 7."),
-    runs_dir: list[Path] = typer.Option(
-        [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
-    ),
+    runs_dir: list[Path] | None = typer.Option(None, "--runs", "-r", help=RUNS_HELP),
     out: Path | None = typer.Option(None, "--out", "-o", help="Base path or folder (default results/figures/figureN, or figureN-SCHEDULE with --schedule); writes .png and .pdf."),
     schedule: str | None = typer.Option(None, "--schedule", help="Figures 1 and 6: draw the runs of this schedule (paper, quick, smoke, custom), runs still in progress drawn thin and labelled. Default: the schedule of the longest complete run, so one figure never mixes schedules."),
 ) -> None:
@@ -570,7 +586,7 @@ def figure(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = make_figure(number, runs_dir, out, schedule)
+        paths = make_figure(number, default_roots(runs_dir), out, schedule)
     for w in caught:
         err_console.print(f"warning: {w.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     for p in paths:
@@ -580,16 +596,14 @@ def figure(
 # ---------------------------------------------------------------------------- report
 @app.command()
 def report(
-    runs_dir: list[Path] = typer.Option(
-        [Path("results")], "--runs", "-r", help="Run directories or folders of runs (default: results/, the stored logs)."
-    ),
+    runs_dir: list[Path] | None = typer.Option(None, "--runs", "-r", help=RUNS_HELP),
     out: Path = typer.Option(Path("results/REPORT.md"), "--out", "-o", help="The Markdown report; figures go to figures/ beside it."),
 ) -> None:
     """Write one Markdown report with every table and figure, the runs behind each and
     the commands that rerun them."""
     from resnet_repro.report.report import build_report
 
-    res = build_report(runs_dir, out)
+    res = build_report(default_roots(runs_dir), out)
     for w in res["warnings"]:
         err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {res['report']} and {len(res['figures'])} figure files", highlight=False)
@@ -650,11 +664,12 @@ def evaluate(
     protocol = protocol or "10crop"
 
     from resnet_repro.evaluate import result_line, run_evaluation
+    from resnet_repro.report.progress import interactive
     from resnet_repro.train.distributed import env_rank
 
     main_rank = env_rank() == 0
     prog = Progress(TextColumn(f"[bold]{protocol}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, disable=not main_rank)
+                    console=console, disable=not main_rank or not interactive(console))
     task = prog.add_task("eval", total=None)
 
     started = []

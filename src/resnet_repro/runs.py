@@ -380,6 +380,21 @@ def find_runs(roots: list[Path] | Path) -> list[Path]:
     return sorted(found)
 
 
+DEFAULT_ROOT = Path("results")
+
+
+def default_roots(given: list[Path] | None) -> list[Path]:
+    """The run roots that tables, figures and the report read: ``given`` (``--runs``)
+    when it names any, else ``results/`` where the current folder has one (the stored
+    logs of this repository), else none: the paper's values only, as outside a checkout.
+
+    An explicit root that does not exist is kept, so that :func:`check_roots` names it.
+    """
+    if given:
+        return [Path(p) for p in given]
+    return [DEFAULT_ROOT] if DEFAULT_ROOT.exists() else []
+
+
 def check_roots(roots: list[Path] | Path, option: str = "--runs") -> None:
     """Refuse run roots that do not exist, before anything reads or writes.
 
@@ -396,10 +411,10 @@ def check_roots(roots: list[Path] | Path, option: str = "--runs") -> None:
         root = Path(root)
         if not root.exists():
             raise UserError(f"{option} {root} does not exist; check the path, or give an existing run directory "
-                            "or folder of runs (default: results/)")
+                            "or folder of runs, or leave out --runs")
         if not root.is_dir():
             raise UserError(f"{option} {root} is not a directory; give a run directory or a folder of runs "
-                            "(default: results/)")
+                            "(or leave out --runs)")
 
 
 def orphan_runs(roots: list[Path] | Path) -> list[Path]:

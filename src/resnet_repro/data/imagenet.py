@@ -52,7 +52,8 @@ from resnet_repro.errors import UserError
 from resnet_repro.fsio import atomic_write, atomic_write_json
 
 INDEX_VERSION = 1
-HOW_TO_LAY_OUT = "expected train/<class>/*.JPEG and val/<class>/*.JPEG with the same class folders"
+HOW_TO_LAY_OUT = ("expected DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG with the same class folders; "
+                  "give DIR as --data-dir")
 
 
 # ---------------------------------------------------------------------------- index

@@ -148,8 +148,10 @@ def render_arch(
         UserError: unknown name, bad shortcut option, or a stride option on a
             basic-block net (the CLI prints it as one line and exits with code 2).
     """
+    from resnet_repro.report.render import print_fitted
+
     c = analyse(name, shortcut, stride_on)
-    console.print(layer_table(c))
-    console.print(stage_table(c))
+    print_fitted(console, layer_table(c))
+    print_fitted(console, stage_table(c))
     for line in summary_lines(c):
         console.print(line, markup=False, highlight=False)

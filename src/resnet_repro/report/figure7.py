@@ -83,6 +83,10 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
         warnings.warn(f"{len(missing)} run(s) without responses.json left out; measure them with "
                       f"`resnet-repro responses {shown}`", stacklevel=2)
     if not chosen:
+        if not roots:
+            raise UserError("Figure 7 is drawn from runs only, and there are none here (no --runs given and no "
+                            "results/ folder); train CIFAR-10 runs (`resnet-repro run cifar10-depth`), measure "
+                            "them with `resnet-repro responses RUN_DIR...`, or give --runs")
         where = ", ".join(str(p) for p in roots)
         raise UserError(f"no run with responses.json under {where}; run `resnet-repro responses RUN_DIR...` "
                         "on finished CIFAR-10 runs first")

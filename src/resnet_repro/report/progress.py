@@ -1,5 +1,8 @@
 """A rich progress view for one training run (iteration, lr, loss, training error,
-images/s, ETA), fed by the events of :func:`resnet_repro.train.loop.fit`."""
+images/s, ETA), fed by the events of :func:`resnet_repro.train.loop.fit`.
+
+The live bar is drawn only on a terminal (:func:`interactive`); in a pipe or a log file
+the start, evaluation and summary lines are the whole output, with no cut-off bar."""
 
 from __future__ import annotations
 
@@ -15,6 +18,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+WIDE = 150  # from this terminal width on, progress bars also show the run's name and elapsed time
+
+
+def interactive(console: Console) -> bool:
+    """Whether ``console`` can redraw a live progress view (a terminal that is not
+    ``TERM=dumb``). Elsewhere (a pipe, a file, CI logs) rich would print the view once
+    when it stops, cut to the width: there the views print lines instead."""
+    return console.is_terminal and not console.is_dumb_terminal
+
 
 def plural(n, word: str) -> str:
     """``"1 thread"``, ``"2 threads"`` (``n`` shown as given)."""
@@ -24,7 +36,7 @@ def plural(n, word: str) -> str:
 def images_line(ev: dict, cfg) -> str:
     """The image counts of a start/resume event as they are used: training images, and
     the val/test images each evaluation actually scores (the smoke schedule evaluates
-    only the first ``cfg.eval_subset`` of each), e.g. ``45000 train images; evaluation on
+    only ``cfg.eval_subset`` evenly spaced images of each), e.g. ``45000 train images; evaluation on
     1000 of 5000 val, 1000 of 10000 test images``."""
     sub = getattr(cfg, "eval_subset", None)
     parts = []
@@ -43,12 +55,15 @@ class TrainProgress:
 
     def __init__(self, console: Console, cfg, run_dir: Path) -> None:
         self.console, self.cfg, self.run_dir = console, cfg, run_dir
+        wide = console.width >= WIDE
+        stats = ("lr {task.fields[lr]}  loss {task.fields[loss]}  train err {task.fields[err]}  {task.fields[ips]} img/s"
+                 if wide else "lr {task.fields[lr]} loss {task.fields[loss]} err {task.fields[err]} "
+                 "{task.fields[ips]} img/s")
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("lr {task.fields[lr]}  loss {task.fields[loss]}  train err {task.fields[err]}  "
-                       "{task.fields[ips]} img/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, transient=False, disable=not console.is_terminal and False,
+            *([TextColumn("[bold]{task.description}")] if wide else []),  # the start line names the run
+            BarColumn(bar_width=40 if wide else None), MofNCompleteColumn(), TextColumn(stats),
+            *([TimeElapsedColumn()] if wide else []), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, transient=False, disable=not interactive(console), expand=not wide,
         )
         self.task = None
 

@@ -1,8 +1,11 @@
 """``resnet-repro report``: one Markdown report with every table and figure rebuilt from
 stored runs, the runs behind each, and the commands that rerun them.
 
-The report holds no timestamps: rebuilt from the same runs it has the same bytes, so a
-committed ``results/REPORT.md`` changes only when the runs do.
+The report holds no timestamps: rebuilt from the same runs it has the same bytes.
+``results/REPORT.md`` is ignored by git (a local rollup of the committed tables and
+figures; ``git add -f`` it to commit one, which then changes only when the runs do). A
+figure without runs behind it gets a line naming the command that fills it, not a
+placeholder image.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from resnet_repro.report.tables import TABLE_KEYS, get_table, to_text
 from resnet_repro.runs import check_roots, load_runs
 
 DEFAULT_OUT = Path("results/REPORT.md")
+FIGURE_COMMANDS = {1: "resnet-repro run cifar10-depth --profile quick",
+                   4: "resnet-repro run imagenet-plain-vs-residual --profile quick",
+                   6: "resnet-repro run cifar10-depth --profile quick"}
 
 
 def _rel(path: str | Path, start: Path) -> str:
@@ -107,9 +113,11 @@ def build_report(runs_dir: Path | list[Path], out: Path = DEFAULT_OUT, figures_d
     fig_dir = Path(figures_dir) if figures_dir is not None else start / "figures"
     meta = paper.load()["paper"]
     roots = runs_dir if isinstance(runs_dir, (list, tuple)) else [runs_dir]
+    where = (f"from the run logs under {', '.join(f'`{r}`' for r in roots)}" if roots else
+             "with no run logs (no `--runs` given and no `results/` folder)")
     lines = [f"# Reproduction report: {meta['title']}", "",
-             f"{', '.join(meta['authors'])}, arXiv {meta['arxiv']}. Rebuilt by `resnet-repro report` from the run "
-             f"logs under {', '.join(f'`{r}`' for r in roots)}. Every table shows the paper's values "
+             f"{', '.join(meta['authors'])}, arXiv {meta['arxiv']}. Rebuilt by `resnet-repro report` {where}. "
+             "Every table shows the paper's values "
              "beside ours: mean ± std over seeds (sample std) with n, and the best run; a cell without runs names "
              "the command that fills it. Each caption names the schedule, data copy and hardware of our numbers.",
              ""]
@@ -136,6 +144,12 @@ def build_report(runs_dir: Path | list[Path], out: Path = DEFAULT_OUT, figures_d
                     continue
             else:
                 d = figs.draw(n, runs_dir)
+                if not d.runs:  # nothing of ours to draw: say so, write no placeholder files
+                    title = d.title.replace("\n", " — ")
+                    lines += [f"### Figure {n}", "", f"{title}: not drawn, no runs behind it yet; "
+                              f"`{FIGURE_COMMANDS.get(n, 'resnet-repro run')}` adds them "
+                              f"(`resnet-repro figure {n}` draws the empty axes with the paper's values).", ""]
+                    continue
                 paths = figs.save(d.figure, fig_dir / f"figure{n}")
             written += paths
             title = d.title.replace("\n", " — ")

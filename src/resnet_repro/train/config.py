@@ -162,6 +162,33 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+IMAGENET_NETS = "plain/resnet 18, 34, 50, 101, 152 (e.g. resnet34)"
+
+
+def resolve_dataset(arch: str, dataset: str | None) -> str:
+    """The data set a run of ``arch`` trains on: ``dataset`` when given, else the net's
+    own: ``"cifar10"`` for the 6n+2-layer nets of Sec. 4.2, ``"imagenet"`` for the nets
+    of Table 1 (18 to 152 layers).
+
+    Raises:
+        UserError: an unknown architecture or data set, or a net given the other data
+            set (the message names the fix).
+    """
+    s = spec(arch)
+    own = "cifar10" if s.family == "cifar" else "imagenet"
+    if dataset is None:
+        return own
+    if dataset not in ("cifar10", "imagenet"):
+        raise UserError(f"unknown dataset {dataset!r}; choose cifar10 or imagenet (default: the net's own)")
+    if dataset == "cifar10" and own == "imagenet":
+        raise UserError(f"{s.name} is an ImageNet net (paper Table 1); drop --dataset cifar10 to train it on ImageNet, "
+                        "or train a CIFAR-10 net: 6n+2 depths such as resnet20, plain56")
+    if dataset == "imagenet" and own == "cifar10":
+        raise UserError(f"{s.name} is a CIFAR-10 net; drop --dataset imagenet to train it on CIFAR-10, or train "
+                        f"an ImageNet net of Table 1: {IMAGENET_NETS}")
+    return dataset
+
+
 def make_config(
     arch: str | None,
     data_dir: str,
@@ -181,14 +208,15 @@ def make_config(
     warmup: str = "auto",
     tensorboard: bool = False,
     checkpoint_activations: bool = False,
-    dataset: str = "cifar10",
+    dataset: str | None = "cifar10",
     workers: int | None = None,
     sync_bn: bool = False,
     init_weights: str | None = None,
 ) -> RunConfig:
     """Build a validated :class:`RunConfig` from CLI-level choices, resolving the
     paper's defaults: shortcut A for CIFAR nets, the warm-up for 110 layers and deeper
-    (Sec. 4.2), bf16 autocast where native.
+    (Sec. 4.2), bf16 autocast where native. ``dataset=None`` takes the net's own data
+    set (:func:`resolve_dataset`).
 
     ``init_weights`` (CIFAR-10 only) starts the run from a file of ``resnet-repro
     import-weights`` or a CIFAR run's checkpoint (:func:`resnet_repro.train.init.read_init_weights`):
@@ -196,8 +224,18 @@ def make_config(
     (an imported akamaster net: ImageNet mean/std; our own runs: the per-pixel mean).
 
     Raises:
-        UserError: for any invalid choice (unknown arch, schedule, precision, ...).
+        UserError: for any invalid choice (unknown arch, schedule, precision, a net
+            given the other data set, ...).
     """
+    init = None
+    if init_weights is not None and arch is None:  # the net comes from the file
+        from resnet_repro.train.init import read_init_weights
+
+        init = read_init_weights(init_weights)
+        arch = init.arch
+    if arch is None:
+        raise UserError("missing --arch; e.g. --arch resnet20 (see `resnet-repro train --help`)")
+    dataset = resolve_dataset(arch, dataset)
     if dataset == "imagenet":  # paper Sec. 3.4; see train.imagenet_loop
         from resnet_repro.train.imagenet_loop import make_imagenet_config
 
@@ -209,18 +247,13 @@ def make_config(
             arch, data_dir, shortcut=shortcut, schedule=schedule, iterations=iterations, seed=seed,
             precision=precision, device=device, channels_last=channels_last, compile=compile, threads=threads,
             stride_on=stride_on, batch_size=batch_size, lr=lr, workers=workers, sync_bn=sync_bn)
-    if dataset != "cifar10":
-        raise UserError(f"unknown dataset {dataset!r}; choose cifar10 or imagenet")
     if batch_size is None:
         batch_size = 128
-    init = None
     if init_weights is not None:
         from resnet_repro.train.init import read_init_weights
 
-        init = read_init_weights(init_weights)
-        if arch is None:
-            arch = init.arch
-        elif spec(arch).name != init.arch:
+        init = init or read_init_weights(init_weights)
+        if spec(arch).name != init.arch:
             raise UserError(f"--init-weights {init_weights} holds {init.arch}, not {spec(arch).name}; "
                             f"pass --arch {init.arch} (or drop --arch)")
         if shortcut is None:
@@ -231,8 +264,6 @@ def make_config(
     if arch is None:
         raise UserError("missing --arch; e.g. --arch resnet20 (see `resnet-repro train --help`)")
     s = spec(arch)
-    if s.family != "cifar":
-        raise UserError(f"{s.name} is an ImageNet net; CIFAR-10 training takes 6n+2 depths such as resnet20, plain56")
     if train_on not in ("split", "all"):
         raise UserError(f"unknown --train-on {train_on!r}; choose split (45k/5k, the paper's) or all (50k)")
     if warmup not in ("auto", "on", "off"):

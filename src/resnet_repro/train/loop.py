@@ -261,6 +261,18 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: tor
     return 100.0 * wrong.item() / len(x)
 
 
+def eval_subset(x: torch.Tensor, y: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k`` evenly spaced images of ``x``/``y`` (all of them for None or ``k >= N``),
+    so that every class of a class-sorted test set (an image-folder copy such as the
+    shared JPEG one lists ``test/airplane/`` first) is in a smoke run's evaluation; the
+    first ``k`` would all be airplanes. The same indices as the ImageNet loop's."""
+    n = len(x)
+    if k is None or k >= n:
+        return x, y
+    idx = torch.arange(k, device=x.device) * n // k
+    return x[idx], y[idx]
+
+
 class StopFlag:
     """Set by SIGINT/SIGTERM (``signum`` records which); a training loop checks it after
     each iteration, checkpoints and stops with the run marked ``interrupted``. Shared by
@@ -657,10 +669,10 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
                 if it % cfg.eval_every == 0 or it == cfg.iterations:
                     ev = {"event": "eval", "iteration": it, "train_error": w_err, "train_loss": w_loss}
                     if data.val_x is not None:
-                        ev["val_error"] = evaluate(step_model, data.val_x[:sub], data.val_y[:sub], data.mean, cfg,
-                                                   std=data.std)
-                    ev["test_error"] = evaluate(step_model, data.test_x[:sub], data.test_y[:sub], data.mean, cfg,
-                                                std=data.std)
+                        ev["val_error"] = evaluate(step_model, *eval_subset(data.val_x, data.val_y, sub), data.mean,
+                                                   cfg, std=data.std)
+                    ev["test_error"] = evaluate(step_model, *eval_subset(data.test_x, data.test_y, sub), data.mean,
+                                                cfg, std=data.std)
                     ev["wall_s"] = round(wall(), 3)
                     log(ev)
                     last_eval = {k: ev.get(k) for k in ("iteration", "train_error", "val_error", "test_error")}

@@ -39,7 +39,7 @@ class Schedule:
         milestones: iterations at which the lr is divided by 10.
         eval_every: iterations between evaluations (val and test error, checkpoint).
         log_every: iterations between training-loss/error log lines.
-        eval_subset: evaluate on only the first N val/test images (smoke only); None = all.
+        eval_subset: evaluate on only N evenly spaced val/test images (smoke only); None = all.
     """
 
     name: str

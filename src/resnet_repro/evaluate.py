@@ -68,7 +68,7 @@ class Normalizer:
         return Normalizer(self.mean.to(device), None if self.std is None else self.std.to(device), self.kind)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` uint8 -> normalised float32."""
+        """``(B, 3, H, W)`` uint8 -> normalised float (see :func:`normalize_batch`)."""
         return normalize_batch(x, self.mean, self.std)
 
 
@@ -106,7 +106,7 @@ def _forward(model: nn.Module, x: torch.Tensor, norm: Normalizer, precision: str
             out = model(xf)
     else:
         out = model(xf)
-    return torch.softmax(out.float(), dim=1)
+    return torch.softmax(out.to(torch.promote_types(out.dtype, torch.float32)), dim=1)  # bf16 -> fp32
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ import pytest
 import torch
 
 from conftest import default_dtype
-from resnet_repro import runs
+from resnet_repro import runcheck, runs
 from resnet_repro.cli import main
 from resnet_repro.data.imagenet import build_mini_imagenet
 from resnet_repro.errors import UserError
@@ -233,6 +233,7 @@ def test_two_process_gloo_run_matches_one_process_and_resumes(five_classes, tmp_
     assert [e["event"] for e in runs.read_metrics(tmp_path / "cut") if e["event"] in ("start", "resume", "end")] == [
         "start", "resume", "end"]
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["world_size"] == 2
+    assert runcheck.check_files(ddp) == runcheck.check_files(tmp_path / "cut") == []
 
 
 def test_plateau_rule_in_the_loop_is_logged_and_survives_resume(five_classes, tmp_path):
@@ -251,6 +252,7 @@ def test_plateau_rule_in_the_loop_is_logged_and_survives_resume(five_classes, tm
     plateaus = [e["plateau"] for e in _events(tmp_path / "p", "eval")]
     assert [(p["bad"], p["drops"]) for p in plateaus] == [(0, 0), (0, 1), (0, 2)]
     assert json.loads((tmp_path / "p" / "summary.json").read_text())["lr_drops"] == 2
+    assert runcheck.check_files(tmp_path / "p") == []  # the check's plateau rule is the loop's
 
     fit_imagenet(cfg, tmp_path / "q", stop_after=5)
     fit_imagenet(cfg, tmp_path / "q", resume=True)

@@ -283,10 +283,11 @@ def test_bad_runs_are_one_line_exit_2(smoke_runs, tmp_path, capsys):
 
 
 def fake_run(root, name, arch, shortcut, iterations, seed, stds):
-    """A run directory holding only what the figure reads: config.json and responses.json."""
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "config.json").write_text("{}")
+    """A stored run (synthetic logs that agree with each other, as the figure checks with
+    resnet_repro.runcheck) with a responses.json."""
+    from resnet_repro.report.bench_reports import write_synthetic_run
+
+    d = write_synthetic_run(root / name, arch, seed, {4000: "quick", 30: "smoke"}[iterations], shortcut=shortcut)
     layers = [{"index": i + 1, "conv": f"c{i}", "bn": f"b{i}", "std": s} for i, s in enumerate(stds)]
     (d / "responses.json").write_text(json.dumps({
         "format": 1, "arch": arch, "paper_name": arch, "shortcut": shortcut, "schedule": "quick",

@@ -262,6 +262,37 @@ def table(
             fail(f"cannot write {out_file} ({exc.strerror}); choose a writable --out")
 
 
+# ---------------------------------------------------------------------------- check
+@app.command()
+def check(
+    run_dirs: list[Path] = typer.Argument(None, help="Run directories or folders of runs (default: results/)."),
+) -> None:
+    """Check that every run agrees with itself: summary.json is the last evaluation in
+    metrics.jsonl, the logged lr follows the config's schedule (warm-up included), the
+    iterations add up. Exit 1 if any run disagrees (tables and figures leave it out)."""
+    from resnet_repro.runcheck import check_dirs
+    from resnet_repro.runs import check_roots
+
+    roots = run_dirs or [Path("results")]
+    check_roots(roots, option="check")
+    reports = check_dirs(roots)
+    if not reports:
+        fail(f"no run directories (with config.json) under {', '.join(map(str, roots))}")
+    bad = [r for r in reports if r.problems]
+    for r in reports:
+        if not r.problems:
+            console.print(f"ok    {r.run_dir}: {r.state}", markup=False, highlight=False, soft_wrap=True)
+        for p in r.problems:
+            console.print(f"FAIL  {r.run_dir}: {p.text()}", markup=False, highlight=False, soft_wrap=True)
+    n = len(reports)
+    if bad:
+        console.print(f"{len(bad)} of {n} run{'s' if n != 1 else ''} disagree with their own files; tables and "
+                      "figures leave them out", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"{n} run{'s' if n != 1 else ''} checked: each agrees with its own log and config",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
 # ---------------------------------------------------------------------------- import-weights
 @app.command("import-weights")
 def import_weights(

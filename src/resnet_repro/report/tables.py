@@ -169,7 +169,8 @@ class RunSet:
                 why = r.get("problem")
                 if (isinstance(why, str) and why and r.get("dataset") == dataset and r.get("arch") == arch
                         and _shortcut_of(r.get("shortcut")) == shortcut and r.get("status") != "diverged"):
-                    out.append(f"{Path(str(r['run_dir'])).name}/summary.json")
+                    file = why.split()[0].rstrip(":")  # the file the problem names (runs.load_runs)
+                    out.append(f"{Path(str(r['run_dir'])).name}/{file if '.json' in file else 'summary.json'}")
         for sk in self.skipped:
             if sk.get("arch") == arch and _shortcut_of(sk.get("shortcut")) == shortcut and sk.get("dataset") in (
                     None, dataset):

@@ -23,7 +23,7 @@ BENCH_NETS = ("plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32"
 
 def write_synthetic_run(run_dir: Path, arch: str, seed: int, schedule: str = "quick", shortcut: str | None = None,
                         final_test_error: float | None = None, rng: np.random.Generator | None = None,
-                        lr: float = 0.1) -> Path:
+                        lr: float = 0.1, iterations: int | None = None, train_on: str = "split") -> Path:
     """Write one complete, format-valid CIFAR-10 run directory (no checkpoints) whose
     curves decay from 90% to ``final_test_error`` (default: random 6-15%), with the lr
     (base ``lr``) and warm-up of its schedule logged as the training loop logs them.
@@ -36,7 +36,7 @@ def write_synthetic_run(run_dir: Path, arch: str, seed: int, schedule: str = "qu
 
     rng = rng if rng is not None else np.random.default_rng(seed)
     cfg = make_config(arch, "synthetic", shortcut=shortcut, schedule=schedule, seed=seed, precision="fp32",
-                      device="cpu", threads=1, lr=lr)
+                      device="cpu", threads=1, lr=lr, iterations=iterations, train_on=train_on)
     cfg = cfg.model_copy(update={"data_checksum": "0" * 64})
     run_dir = Path(run_dir)
     runs.write_config(run_dir, cfg.model_dump(), {"hardware": {"cpu": "synthetic CPU"},
@@ -61,12 +61,14 @@ def write_synthetic_run(run_dir: Path, arch: str, seed: int, schedule: str = "qu
             test = final if it == cfg.iterations else final + (90 - final) * np.exp(-6 * frac)
             last = {"event": "eval", "iteration": it, "train_error": train_err, "val_error": test + 0.3,
                     "test_error": test, "wall_s": it * 0.1}
+            if cfg.train_on == "all":  # no validation images: the loop logs no val_error
+                del last["val_error"]
             lines.append(json.dumps(last, sort_keys=True))
     lines.append(json.dumps({"event": "end", "iteration": cfg.iterations, "status": "complete"}, sort_keys=True))
     atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
     runs.write_summary(run_dir, {
         "status": "complete", "iterations_done": cfg.iterations, "iterations": cfg.iterations,
-        "final_train_error": last["train_error"], "final_val_error": last["val_error"],
+        "final_train_error": last["train_error"], "final_val_error": last.get("val_error"),
         "final_test_error": last["test_error"], "eval_iteration": cfg.iterations, "wall_s": cfg.iterations * 0.1,
         "images_per_s": 500.0, "data_source_kind": "synthetic"})
     return run_dir

@@ -110,7 +110,8 @@ def train(
     checkpoint_activations: bool = typer.Option(False, "--checkpoint-activations", help="Keep only the inputs of segments of about sqrt(n) blocks for the backward pass and recompute the rest (CIFAR nets; same results, one extra forward pass; ResNet-1202 at batch 128 on CPU: about 4 GB instead of 8)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for this run (default: all cores; 1 per run when running several side by side)."),
     warmup: str = typer.Option("auto", "--warmup", help="lr 0.01 until training error < 80%: auto (110 layers and deeper, as in the paper), on, off."),
-    lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1)."),
+    lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1, for batch 128 on CIFAR-10 and 256 on ImageNet)."),
+    scale_lr: bool = typer.Option(False, "--scale-lr", help="Scale --lr (and the warm-up lr) by the batch size over the paper's (linear-scaling rule, Goyal et al. 2017; not the paper's, off by default)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Mini-batch size, global over all processes (paper: 128 for CIFAR-10, 256 for ImageNet)."),
     config: Path | None = typer.Option(None, "--config", help="Rerun exactly the run described by a config.json (other options except --out/--name/--data-dir/--resume are ignored)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files beside metrics.jsonl (needs pip install -e '.\\[tensorboard]')."),
@@ -143,7 +144,7 @@ def train(
             iterations=iterations, seed=seed, train_on=train_on, precision=precision, device=device,
             channels_last=channels_last, compile=compile_model, threads=threads, batch_size=batch_size,
             lr=lr, warmup=warmup, checkpoint_activations=checkpoint_activations,
-            dataset=dataset, workers=workers, sync_bn=sync_bn,
+            dataset=dataset, workers=workers, sync_bn=sync_bn, scale_lr=scale_lr,
         )
     if tensorboard:
         cfg = cfg.model_copy(update={"tensorboard": True})
@@ -157,13 +158,17 @@ def train(
 
     if env_world_size() > 1:
         fail("multi-process training (torchrun) is implemented for --dataset imagenet; train CIFAR-10 in one process")
-    with TrainProgress(console, cfg, run_dir) as prog:
+    with TrainProgress(console, cfg, run_dir, warn=_warn) as prog:
         summary = fit(cfg, run_dir, resume=resume, on_event=prog.on_event, download=download)
     prog.print_summary(summary)
     if summary["status"] == "diverged":
         raise typer.Exit(1)
     if summary["status"] == "interrupted":
         raise typer.Exit(130)
+
+
+def _warn(line: str) -> None:
+    err_console.print(f"warning: {line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _train_imagenet(cfg, run_dir: Path, resume: bool) -> None:
@@ -177,7 +182,7 @@ def _train_imagenet(cfg, run_dir: Path, resume: bool) -> None:
     if env_rank() != 0:
         summary = fit_imagenet(cfg, run_dir, resume=resume)
     else:
-        with TrainProgress(console, cfg, run_dir) as prog:
+        with TrainProgress(console, cfg, run_dir, warn=_warn) as prog:
             def on_event(ev: dict) -> None:
                 line = describe_event(ev)
                 if line is not None:

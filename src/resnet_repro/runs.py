@@ -38,6 +38,9 @@ from resnet_repro.errors import UserError
 from resnet_repro.fsio import append_line, atomic_write_json, remove_stale_temps
 
 STATUSES = ("complete", "interrupted", "diverged", "running")
+# What load_runs' status column may hold besides them: no usable summary, or files that
+# disagree with each other (resnet_repro.runcheck).
+ROW_STATUSES = (*STATUSES, "unknown", "inconsistent")
 
 
 class RunLock:

@@ -322,7 +322,10 @@ def import_weights(
         torchvision_build_kwargs,
     )
 
-    sd = load_torchvision_weights(source, arch_name, file)
+    notes: list[str] = []
+    sd = load_torchvision_weights(source, arch_name, file, notes=notes)
+    for line in notes:
+        console.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
     save_imported(sd, arch_name, out, source if file is None else f"{source}:{file}")
     model = build_imported(out)
     kwargs = ", ".join(f"{k}={v!r}" for k, v in torchvision_build_kwargs(arch_name).items())

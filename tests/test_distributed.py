@@ -285,3 +285,44 @@ def test_imagenet_resume_checks_the_log_digest_and_the_net(five_classes, tmp_pat
     with pytest.raises(UserError, match="is for resnet8 with shortcut A and 5 classes, but this run is resnet8 "
                                         "with shortcut B and 5 classes"):
         fit_imagenet(other, tmp_path / "r", resume=True)
+
+
+# ---------------------------------------------------------------------------- options torchrun lets through
+def test_no_documented_option_is_taken_by_torchrun():
+    """torchrun's argparse reads every ``--x`` after ``-m resnet_repro`` too: a prefix of
+    two of its options (``--run`` of ``--run-path``/``--run_path``) stops it with
+    "ambiguous option" before our command runs. No documented option of ours may be one."""
+    import contextlib
+    import io
+
+    from torch.distributed.run import get_args_parser
+    from typer.main import get_command
+
+    from resnet_repro.cli import app
+
+    parser = get_args_parser()
+    bad = []
+    for name, command in get_command(app).commands.items():
+        for param in command.params:
+            if getattr(param, "hidden", False):
+                continue  # old spellings kept for plain use, not documented
+            for opt in [o for o in param.opts + param.secondary_opts if o.startswith("--")]:
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err):
+                    try:
+                        parser.parse_args(["--nproc_per_node", "2", "-m", "resnet_repro", name, opt, "x"])
+                    except SystemExit:
+                        bad.append(f"{name} {opt}: {err.getvalue().strip().splitlines()[-1]}")
+    assert bad == []
+    with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit):  # why evaluate's is --run-dir
+        parser.parse_args(["-m", "resnet_repro", "evaluate", "--run", "x"])
+
+
+def test_torchrun_evaluate_run_dir_counts_every_val_image_once(five_classes, tmp_path):
+    cfg = tiny_cfg(five_classes, sync_bn=False)
+    fit_imagenet(cfg, tmp_path / "r")
+    res = _torchrun(["evaluate", "--run-dir", str(tmp_path / "r"), "--protocol", "center", "--data-dir",
+                     str(five_classes), "--device", "cpu", "--workers", "0"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads((tmp_path / "r" / "eval-center.json").read_text())
+    assert r["images"] == 15 and r["protocol"] == "center" and 0 <= r["top5_error"] <= r["top1_error"] <= 100

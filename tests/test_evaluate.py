@@ -120,7 +120,7 @@ def test_imported_weights_evaluate_with_torchvision_normalisation(mini, tmp_path
 
 @pytest.mark.parametrize("extra,needle", [
     (["--protocol", "5crop", "--run", "x"], "unknown protocol '5crop'"),
-    (["--run", "a", "--weights", "b", "--arch", "resnet18"], "exactly one of --run"),
+    (["--run", "a", "--weights", "b", "--arch", "resnet18"], "exactly one of --run-dir"),
     (["--weights", "b"], "--weights needs --arch"),
     (["--run", "nowhere"], "is not a run directory"),
     (["--weights", "nofile.pt", "--arch", "resnet18"], "does not exist"),

@@ -295,7 +295,7 @@ def test_resnet34_smoke_training_then_10crop_and_multiscale(mini_imagenet, tmp_p
     assert s["final_test_error"] is None and s["skipped_images"] == 0
     assert "val err" in stdout and "top-5" in stdout
 
-    code, stdout, err = run_main(["evaluate", "--run", str(run), "--protocol", "10crop", "--data-dir",
+    code, stdout, err = run_main(["evaluate", "--run-dir", str(run), "--protocol", "10crop", "--data-dir",
                                   str(mini_imagenet), "--device", "cpu", "--workers", "1"], capsys)
     assert code == 0, err
     r = json.loads((run / "eval-10crop.json").read_text())
@@ -306,7 +306,7 @@ def test_resnet34_smoke_training_then_10crop_and_multiscale(mini_imagenet, tmp_p
     assert "10crop: top-1 error" in stdout
 
     res = tmp_path / "ms.json"
-    code, stdout, err = run_main(["evaluate", "--run", str(run), "--protocol", "multiscale", "--data-dir",
+    code, stdout, err = run_main(["evaluate", "--run", str(run), "--protocol", "multiscale", "--data-dir",  # old name
                                   str(mini_imagenet), "--device", "cpu", "--workers", "0", "--images", "5",
                                   "--out", str(res)], capsys)
     assert code == 0, err

@@ -580,7 +580,8 @@ def report(
 # ---------------------------------------------------------------------------- evaluate
 @app.command()
 def evaluate(
-    run: Path | None = typer.Option(None, "--run", help="An ImageNet run directory (its checkpoints/final.pt)."),
+    run: Path | None = typer.Option(None, "--run-dir", help="An ImageNet run directory (its checkpoints/final.pt)."),
+    run_old: Path | None = typer.Option(None, "--run", hidden=True, help="Old spelling of --run-dir (torchrun refuses it: an abbreviation of its --run-path)."),
     weights: Path | None = typer.Option(None, "--weights", help="Weights from `resnet-repro import-weights` (or a run's final.pt); needs --arch."),
     arch_name: str | None = typer.Option(None, "--arch", help="The net of --weights, e.g. resnet50."),
     protocol: str = typer.Option("10crop", "--protocol", "-p", help="center (Fig. 4 curves), 10crop (Tables 2, 3) or multiscale (Table 4: shorter sides 224..640, scores averaged)."),
@@ -597,7 +598,7 @@ def evaluate(
 
     Examples:
 
-      resnet-repro evaluate --run runs/resnet34-A-paper-s0 --protocol 10crop --data-dir /data/imagenet
+      resnet-repro evaluate --run-dir runs/resnet34-A-paper-s0 --protocol 10crop --data-dir /data/imagenet
 
       torchrun --nproc_per_node=8 -m resnet_repro evaluate --weights r50.pt --arch resnet50 --protocol multiscale --data-dir /data/imagenet
     """
@@ -612,6 +613,9 @@ def evaluate(
     from resnet_repro.evaluate import result_line, run_evaluation
     from resnet_repro.train.distributed import env_rank
 
+    if run is not None and run_old is not None:
+        fail("give --run-dir once (--run is its old spelling)")
+    run = run if run is not None else run_old
     main_rank = env_rank() == 0
     prog = Progress(TextColumn(f"[bold]{protocol}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=console, disable=not main_rank)

@@ -234,7 +234,7 @@ def load_run_model(run_dir: str | os.PathLike) -> LoadedModel:
 
     run = Path(run_dir)
     if not (run / "config.json").is_file():
-        raise UserError(f"{run} is not a run directory (no config.json); pass --run RUN_DIR or --weights FILE --arch NAME")
+        raise UserError(f"{run} is not a run directory (no config.json); pass --run-dir RUN_DIR or --weights FILE --arch NAME")
     final = run / "checkpoints" / "final.pt"
     if not final.is_file():
         raise UserError(f"{run} has no checkpoints/final.pt (unfinished run?); finish it with "
@@ -326,7 +326,7 @@ def run_evaluation(
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol {protocol!r}; choose center, 10crop or multiscale")
     if (run_dir is None) == (weights is None):
-        raise UserError("give exactly one of --run DIR or --weights FILE (with --arch NAME)")
+        raise UserError("give exactly one of --run-dir DIR or --weights FILE (with --arch NAME)")
     if weights is not None and not arch:
         raise UserError("--weights needs --arch NAME (e.g. --arch resnet50)")
     if batch_size is not None and batch_size < 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
+
 from resnet_repro import runcheck
 from resnet_repro.report.bench_reports import write_synthetic_run
 from resnet_repro.report.tables import get_table
@@ -87,3 +89,27 @@ def test_cifar_scale_lr_scales_the_warmup_too(tiny_tree):
     assert (cfg.lr, cfg.warmup_lr, cfg.warmup) == (0.05, 0.005, True) and recipe_warnings(cfg) == []
     paper = make_config("resnet110", str(tiny_tree), device="cpu")
     assert (paper.lr, paper.warmup_lr, paper.batch_size) == (0.1, 0.01, 128) and recipe_warnings(paper) == []
+
+
+# ---------------------------------------------------------------------------- options that would only show in a log
+@pytest.mark.parametrize("extra, words", [
+    (["--workers", "-3"], "--workers must be >= 0, got -3"),
+    (["--workers", "2"], "--workers and --sync-bn are options of ImageNet training"),
+    (["--sync-bn"], "--workers and --sync-bn are options of ImageNet training"),
+])
+def test_cifar_refuses_workers_and_sync_bn_in_one_line(tiny_tree, tmp_path, capsys, extra, words):
+    from conftest import run_main
+
+    code, out, err = run_main(["train", "--arch", "resnet8", "--data-dir", str(tiny_tree), "--out", str(tmp_path),
+                               "--device", "cpu", *extra], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and words in lines[0] and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing was started
+
+
+def test_evaluate_refuses_negative_workers(tmp_path, capsys):
+    from conftest import run_main
+
+    code, _, err = run_main(["evaluate", "--weights", str(tmp_path / "w.pt"), "--arch", "resnet18", "--data-dir",
+                             str(tmp_path), "--workers", "-3"], capsys)
+    assert code == 2 and err.strip().splitlines() == ["error: --workers must be >= 0, got -3"]

@@ -331,6 +331,8 @@ def run_evaluation(
         raise UserError("--weights needs --arch NAME (e.g. --arch resnet50)")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be >= 0, got {workers}")
     if out is not None:
         path: Path | None = Path(out)
     elif run_dir is not None:

@@ -211,6 +211,8 @@ def make_config(
     Raises:
         UserError: for any invalid choice (unknown arch, schedule, precision, ...).
     """
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be >= 0, got {workers}")
     if dataset == "imagenet":  # paper Sec. 3.4; see train.imagenet_loop
         from resnet_repro.train.imagenet_loop import make_imagenet_config
 
@@ -224,6 +226,9 @@ def make_config(
             stride_on=stride_on, batch_size=batch_size, lr=lr, workers=workers, sync_bn=sync_bn, scale_lr=scale_lr)
     if dataset != "cifar10":
         raise UserError(f"unknown dataset {dataset!r}; choose cifar10 or imagenet")
+    if workers is not None or sync_bn:  # ignored here, they would only show in config.json
+        raise UserError("--workers and --sync-bn are options of ImageNet training (CIFAR-10 batches are made on the "
+                        "training device, in one process); drop them, or add --dataset imagenet")
     if batch_size is None:
         batch_size = 128
     s = spec(arch)

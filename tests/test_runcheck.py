@@ -189,3 +189,13 @@ def test_runs_in_progress_pass_when_what_they_logged_agrees(copy, capsys):
     # tables count only complete runs, and do not warn about an in-progress one that agrees
     table_runs = runs.load_runs(c / "resnet20-A-quick-s1")
     assert table_runs["status"].tolist() == ["interrupted"] and table_runs["problem"].tolist() == [None]
+
+
+def test_an_evaluation_file_with_top5_above_top1_is_named(tmp_path):
+    from resnet_repro.report.bench_reports import write_synthetic_run
+
+    d = write_synthetic_run(tmp_path / "cifar10" / "resnet20-A-quick-s0", "resnet20", 0)
+    (d / "eval-10crop.json").write_text(json.dumps({"protocol": "10crop", "top1_error": 7.0, "top5_error": 25.0}))
+    assert fails(d) == ["eval-10crop.json top5_error: top-1 error 7.0, top-5 error 25.0: errors are percentages "
+                        "and top-5 <= top-1"]
+    assert runs.load_runs(tmp_path)["status"].tolist() == ["inconsistent"]

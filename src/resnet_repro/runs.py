@@ -609,7 +609,7 @@ def load_runs(roots: list[Path] | Path, skipped: list[dict] | None = None) -> pd
 def _disagreements(d: Path, config: dict, summary: dict | None) -> list:
     """:func:`resnet_repro.runcheck.check_run` on a run's files (corrupt log lines are
     warned about by the commands that draw the log)."""
-    from resnet_repro.runcheck import check_run, log_missing
+    from resnet_repro.runcheck import check_run, eval_file_problems, log_missing
 
     missing = log_missing(d)
     if missing is not None:
@@ -617,7 +617,7 @@ def _disagreements(d: Path, config: dict, summary: dict | None) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         events = read_metrics(d)
-    return check_run(config, summary, events, live=run_in_progress(d))
+    return check_run(config, summary, events, live=run_in_progress(d)) + eval_file_problems(d)
 
 
 def _recipe_key(config: dict) -> str:

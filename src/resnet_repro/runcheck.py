@@ -22,6 +22,9 @@ version; a table must not show it. :func:`check_run` compares:
   ``log_every`` iterations and ``eval`` events at every ``eval_every`` (and at the last
   iteration), iterations never go back, and an ``eval`` event's training error is its
   window's.
+* **evaluation files** (``eval-<protocol>.json``, read by Tables 2-4): errors are
+  percentages, top-5 no higher than top-1, a positive image count
+  (:func:`eval_file_problems`).
 * **config and schedule.** A CIFAR-10 run's ``iterations``, ``lr_milestones``,
   ``eval_every``, ``log_every`` and ``eval_subset`` are those of the schedule it names
   (:func:`resnet_repro.train.schedule.get_schedule`; ``custom``: the paper's shape at

@@ -8,6 +8,11 @@ DATA   ?= $(if $(wildcard $(SHARED_CIFAR)),$(SHARED_CIFAR),data/cifar10)
 DOWNLOAD := $(if $(wildcard $(SHARED_CIFAR)),,--download)
 SCHEDULE ?= quick
 RUNS   ?= runs/quickstart
+# Where torch and torchvision come from. Empty (the default): PyPI, whose Linux torch is the
+# CUDA build (5.7 GB installed with its NVIDIA libraries). TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# installs the CPU-only build from PyTorch's index first; the package then finds torch installed.
+TORCH_INDEX ?=
+PIP    = $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .PHONY: help setup test test-slow lint quickstart clean paper-runs paper-runs-status paper-runs-stop paper-runs-store
 
@@ -15,7 +20,7 @@ help:
 	@echo "make quickstart  set up, train plain-20 and ResNet-20 on CIFAR-10, print Table 6"
 	@echo "                 (SCHEDULE=$(SCHEDULE); smoke: a minute; RUNS=$(RUNS))"
 	@echo "make test        set up, run the fast tests (make test-slow: the slow ones)"
-	@echo "make setup       create $(VENV) and install the package with its dev extras"
+	@echo "make setup       create $(VENV) and install the package with its dev extras (TORCH_INDEX=https://download.pytorch.org/whl/cpu: CPU-only PyTorch)"
 	@echo "make lint        ruff over src/ and tests/"
 	@echo "make table-N     paper Table N (1-8) from the run logs in results/, printed and"
 	@echo "                 written to results/tableN.md"
@@ -36,7 +41,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(if $(TORCH_INDEX),$(PIP) --index-url $(TORCH_INDEX) torch torchvision)
+	$(PIP) -e '.[dev]'
 	touch $@
 
 test: setup

@@ -4,6 +4,7 @@ CIFAR-10 copy (tests that need it are skipped, with the reason, when it is absen
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,19 @@ def run_main(argv: list[str], capsys) -> tuple[int | str | None, str, str]:
         main(argv)
     out = capsys.readouterr()
     return exc.value.code, out.out, out.err
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Torch's default float dtype set to ``dtype`` inside the block (tests that compare
+    two float computations run them in float64, where rounding is 2**-53: see
+    ``tests/test_distributed.py``)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
 
 
 def write_image_tree(root: Path, n_train_per_class: int = 12, n_test_per_class: int = 4, ext: str = "png",

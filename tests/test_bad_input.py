@@ -420,7 +420,7 @@ def test_run_directories(scale, tiny_tree, base_runs, tmp_path):
                     warnings.simplefilter("ignore")
                     df = runs.load_runs(parent)
                 assert set(runs.RUN_COLUMNS) <= set(df.columns) and len(df) <= 1
-                assert set(df["status"]) <= {*runs.STATUSES, "unknown"}
+                assert set(df["status"]) <= set(runs.ROW_STATUSES)
                 for col in ("final_test_error", "wall_s"):
                     assert all(v is None or v == v for v in df[col])  # no NaN passes as a number
                 assert snapshot(run) == before

@@ -239,3 +239,37 @@ def test_cli_subprocess_error_has_no_traceback() -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and proc.stderr.strip().count("\n") == 0
     assert "Traceback" not in proc.stderr
+
+
+def test_state_dict_without_bn_counters_imports_with_a_note_and_the_same_logits(tmp_path, capsys) -> None:
+    """Files from PyTorch before 0.4.1 (or converters) have no ``num_batches_tracked``;
+    PyTorch loads them, and so does import-weights: same logits, bit for bit (the same
+    ops on the same tensors), with one note line."""
+    tv = _torchvision_model(18)
+    old = {k: v for k, v in tv.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert len(old) == len(tv.state_dict()) - 20
+    path = tmp_path / "old.pth"
+    torch.save(old, path)
+    out = tmp_path / "ours.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import-weights", "--arch", "resnet18", str(path), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert exit_info.value.code in (0, None), printed
+    notes = [ln for ln in printed.splitlines() if ln.startswith("note:")]
+    assert len(notes) == 1 and "no BN num_batches_tracked counters (20;" in notes[0]
+    model = build_imported(out).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(model(x), tv(x))
+    assert int(model.state_dict()["bn1.num_batches_tracked"]) == 0
+
+
+def test_missing_bn_counters_never_hide_the_real_mismatch() -> None:
+    with torch.device("meta"):
+        sd18 = {k: v for k, v in torchvision.models.resnet18().state_dict().items()
+                if not k.endswith("num_batches_tracked")}
+    with pytest.raises(UserError) as info:
+        from_torchvision(sd18, "resnet34")  # 18 is not 34: blocks are missing, not just counters
+    msg = str(info.value)
+    assert "missing 80 keys (layer1.2.conv1.weight" in msg and "num_batches_tracked" not in msg
+    assert "check --arch" in msg

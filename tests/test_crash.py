@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_repro import experiments, fsio, runs
+from resnet_repro import experiments, fsio, runcheck, runs
 from resnet_repro.errors import UserError
 from resnet_repro.train import checkpoint
 from resnet_repro.train.config import make_config
@@ -80,6 +80,7 @@ def assert_same_result(run_dir: Path, ref_dir: Path) -> None:
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (ref_dir, run_dir))
     for k in ("status", "iterations_done", "final_train_error", "final_val_error", "final_test_error"):
         assert sa[k] == sb[k], k
+    assert runcheck.check_files(run_dir) == []  # killed and resumed: its files still agree with each other
 
 
 def assert_intact(run_dir: Path) -> None:

@@ -2,14 +2,33 @@
 evaluation shards, and a real 2-process gloo run on the CPU that matches a 1-process run
 with the same global batch, also when resumed under DDP from a 1-process checkpoint.
 
-Why the comparison is exact: both runs see the same images per iteration
-(ShardedBatchSampler), the same augmentation per image (seeded by the image), the same
-init (seeded; DDP broadcasts rank 0's), and DDP averages the per-rank mean-loss
-gradients, which equals the gradient of the mean loss over the global batch. Batch
-normalisation is the one place where per-process batches would differ, so the runs use
-SyncBN: torch's SyncBatchNorm refuses CPU tensors in this torch version, and the CPU
-run uses CpuSyncBatchNorm (the same statistics over all ranks by gloo all-reduces). What
-remains is float summation order: weights agree to ~1e-6.
+Why the runs agree: both see the same images per iteration (ShardedBatchSampler), the
+same augmentation per image (seeded by the image), the same init (seeded; DDP broadcasts
+rank 0's), and DDP averages the per-rank mean-loss gradients, which equals the gradient
+of the mean loss over the global batch. Batch normalisation is the one place where
+per-process batches would differ, so the runs use SyncBN: torch's SyncBatchNorm refuses
+CPU tensors in this torch version, and the CPU run uses CpuSyncBatchNorm (the same
+statistics over all ranks by gloo all-reduces).
+
+What remains is the order of the sums (a batch of 8 in one process, 4 + 4 added by the
+all-reduce in two), and how far that moves the weights is not a property of this code:
+it is the rounding unit times how much 6 SGD steps amplify a rounding difference, and
+the kernels (so the rounding) differ between CPUs. In float32 (unit 2**-24 = 6e-8) the
+largest relative difference of a weight or BN statistic (``_max_rel_diff``) is 1.1e-5
+with oneDNN's AVX-512 kernels on this AMD EPYC and 3.0e-3 with its AVX2 ones (an Intel
+Xeon's report: a BN running mean -0.3348 vs -0.3349; ``ONEDNN_MAX_CPU_ISA=AVX2``
+reproduces it here): an amplification of up to 5e4 rounding units, so no float32
+tolerance that still means something holds on every x86 CPU. The comparison therefore
+runs in float64 (``torch.set_default_dtype`` in both runs; every op of the ImageNet loop
+follows the default dtype). Its unit is 2**-53 = 1.1e-16, so the same amplification
+leaves about 5e4 x 1.1e-16 = 6e-12; measured: 4.2e-14 to 5.0e-14 with oneDNN limited
+to AVX-512, AVX2 or SSE4.1, ATen's kernels to AVX2 or none, MKL to AVX2. ``FP64_RTOL`` =
+1e-8 is 1,600 times that and 2e5 times the measurements, while a real fault moves the
+weights by 9 orders of magnitude more: per-process BN statistics (``sync_bn`` off under
+torchrun) give a largest relative difference of 12.5, a doubled step (gradients summed
+instead of averaged) 28.6. The logged
+training and val errors count wrong argmaxes; they agree exactly unless two logits of an
+image lie within ~1e-12 of each other, which float64 makes vanishingly unlikely.
 """
 
 from __future__ import annotations
@@ -23,7 +42,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_repro import runs
+from conftest import default_dtype
+from resnet_repro import runcheck, runs
 from resnet_repro.cli import main
 from resnet_repro.data.imagenet import build_mini_imagenet
 from resnet_repro.errors import UserError
@@ -129,10 +149,23 @@ def test_cpu_sync_bn_is_plain_bn_in_one_process():
 
 
 # ---------------------------------------------------------------------------- 2 processes
-def _torchrun(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
+FP64_RTOL = 1e-8  # see the module docstring: 1,600 x what summation order can do in float64
+FP64_ENTRY = """import sys
+
+import torch
+
+torch.set_default_dtype(torch.float64)  # the whole ImageNet loop follows it (the 2-process check)
+from resnet_repro.cli import main
+
+main(sys.argv[1:])
+"""
+
+
+def _torchrun(args: list[str], timeout: int = 120, entry: Path | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 -m resnet_repro ARGS`` (or the script ``entry``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "resnet_repro", *args]
+    target = [str(entry)] if entry is not None else ["-m", "resnet_repro"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *target, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -144,14 +177,30 @@ def _events(run: Path, kind: str) -> list[dict]:
     return [e for e in runs.read_metrics(run) if e["event"] == kind]
 
 
+def _max_rel_diff(a: dict, b: dict) -> float:
+    """The largest ``|a - b| / max(|a|, 1e-3)`` over all float entries of two state dicts
+    (counters, such as ``num_batches_tracked``, must be equal)."""
+    worst = 0.0
+    for k in a:
+        if not a[k].is_floating_point():
+            assert torch.equal(a[k], b[k]), k
+            continue
+        x, y = a[k].double(), b[k].double()
+        worst = max(worst, ((x - y).abs() / x.abs().clamp_min(1e-3)).max().item())
+    return worst
+
+
 def test_two_process_gloo_run_matches_one_process_and_resumes(five_classes, tmp_path):
     cfg = tiny_cfg(five_classes)
-    single = fit_imagenet(cfg, tmp_path / "single")
+    with default_dtype(torch.float64):
+        single = fit_imagenet(cfg, tmp_path / "single")
     assert single["status"] == "complete"
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps({"config": cfg.model_dump(mode="json")}))
+    entry = tmp_path / "fp64_entry.py"
+    entry.write_text(FP64_ENTRY)
 
-    res = _torchrun(["train", "--config", str(cfg_file), "--out", str(tmp_path), "--name", "ddp"])
+    res = _torchrun(["train", "--config", str(cfg_file), "--out", str(tmp_path), "--name", "ddp"], entry=entry)
     assert res.returncode == 0, res.stderr[-3000:]
     ddp = tmp_path / "ddp"
     start = _events(ddp, "start")[0]
@@ -160,31 +209,31 @@ def test_two_process_gloo_run_matches_one_process_and_resumes(five_classes, tmp_
     assert [e["val_images"] for e in _events(ddp, "eval")] == [15, 15]
 
     a, b = _final(tmp_path / "single"), _final(ddp)
-    assert list(a) == list(b)
-    for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+    assert list(a) == list(b) and a["conv1.weight"].dtype == b["conv1.weight"].dtype == torch.float64
+    assert _max_rel_diff(a, b) < FP64_RTOL
     t1, t2 = _events(tmp_path / "single", "train"), _events(ddp, "train")
     assert [e["iteration"] for e in t1] == [e["iteration"] for e in t2] == list(range(1, 7))
     assert [e["train_error"] for e in t1] == [e["train_error"] for e in t2]
     assert torch.allclose(torch.tensor([e["train_loss"] for e in t1]), torch.tensor([e["train_loss"] for e in t2]),
-                          rtol=1e-5)
+                          rtol=FP64_RTOL, atol=0.0)
     v1, v2 = _events(tmp_path / "single", "eval"), _events(ddp, "eval")
     assert [(e["val_error"], e["val_top5_error"]) for e in v1] == [(e["val_error"], e["val_top5_error"]) for e in v2]
     # only rank 0 wrote: one start event, one final checkpoint, no stray files
     assert len(_events(ddp, "start")) == 1 and len(_events(ddp, "end")) == 1
 
     # interrupted in one process, resumed under DDP in two: the same run
-    cut = fit_imagenet(cfg, tmp_path / "cut", stop_after=4)
+    with default_dtype(torch.float64):
+        cut = fit_imagenet(cfg, tmp_path / "cut", stop_after=4)
     assert cut["status"] == "interrupted" and cut["iterations_done"] == 4
-    res = _torchrun(["train", "--config", str(cfg_file), "--out", str(tmp_path), "--name", "cut", "--resume"])
+    res = _torchrun(["train", "--config", str(cfg_file), "--out", str(tmp_path), "--name", "cut", "--resume"],
+                    entry=entry)
     assert res.returncode == 0, res.stderr[-3000:]
-    c = _final(tmp_path / "cut")
-    for k in a:
-        assert torch.allclose(a[k].float(), c[k].float(), rtol=1e-4, atol=1e-5), k
+    assert _max_rel_diff(a, _final(tmp_path / "cut")) < FP64_RTOL
     assert [e["train_error"] for e in _events(tmp_path / "cut", "train")] == [e["train_error"] for e in t1]
     assert [e["event"] for e in runs.read_metrics(tmp_path / "cut") if e["event"] in ("start", "resume", "end")] == [
         "start", "resume", "end"]
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["world_size"] == 2
+    assert runcheck.check_files(ddp) == runcheck.check_files(tmp_path / "cut") == []
 
 
 def test_plateau_rule_in_the_loop_is_logged_and_survives_resume(five_classes, tmp_path):
@@ -203,6 +252,7 @@ def test_plateau_rule_in_the_loop_is_logged_and_survives_resume(five_classes, tm
     plateaus = [e["plateau"] for e in _events(tmp_path / "p", "eval")]
     assert [(p["bad"], p["drops"]) for p in plateaus] == [(0, 0), (0, 1), (0, 2)]
     assert json.loads((tmp_path / "p" / "summary.json").read_text())["lr_drops"] == 2
+    assert runcheck.check_files(tmp_path / "p") == []  # the check's plateau rule is the loop's
 
     fit_imagenet(cfg, tmp_path / "q", stop_after=5)
     fit_imagenet(cfg, tmp_path / "q", resume=True)
@@ -235,3 +285,44 @@ def test_imagenet_resume_checks_the_log_digest_and_the_net(five_classes, tmp_pat
     with pytest.raises(UserError, match="is for resnet8 with shortcut A and 5 classes, but this run is resnet8 "
                                         "with shortcut B and 5 classes"):
         fit_imagenet(other, tmp_path / "r", resume=True)
+
+
+# ---------------------------------------------------------------------------- options torchrun lets through
+def test_no_documented_option_is_taken_by_torchrun():
+    """torchrun's argparse reads every ``--x`` after ``-m resnet_repro`` too: a prefix of
+    two of its options (``--run`` of ``--run-path``/``--run_path``) stops it with
+    "ambiguous option" before our command runs. No documented option of ours may be one."""
+    import contextlib
+    import io
+
+    from torch.distributed.run import get_args_parser
+    from typer.main import get_command
+
+    from resnet_repro.cli import app
+
+    parser = get_args_parser()
+    bad = []
+    for name, command in get_command(app).commands.items():
+        for param in command.params:
+            if getattr(param, "hidden", False):
+                continue  # old spellings kept for plain use, not documented
+            for opt in [o for o in param.opts + param.secondary_opts if o.startswith("--")]:
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err):
+                    try:
+                        parser.parse_args(["--nproc_per_node", "2", "-m", "resnet_repro", name, opt, "x"])
+                    except SystemExit:
+                        bad.append(f"{name} {opt}: {err.getvalue().strip().splitlines()[-1]}")
+    assert bad == []
+    with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit):  # why evaluate's is --run-dir
+        parser.parse_args(["-m", "resnet_repro", "evaluate", "--run", "x"])
+
+
+def test_torchrun_evaluate_run_dir_counts_every_val_image_once(five_classes, tmp_path):
+    cfg = tiny_cfg(five_classes, sync_bn=False)
+    fit_imagenet(cfg, tmp_path / "r")
+    res = _torchrun(["evaluate", "--run-dir", str(tmp_path / "r"), "--protocol", "center", "--data-dir",
+                     str(five_classes), "--device", "cpu", "--workers", "0"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads((tmp_path / "r" / "eval-center.json").read_text())
+    assert r["images"] == 15 and r["protocol"] == "center" and 0 <= r["top5_error"] <= r["top1_error"] <= 100

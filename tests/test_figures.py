@@ -111,9 +111,12 @@ def test_figure4_from_imagenet_runs(tmp_path):
     d = tmp_path / "imagenet" / "resnet18"
     runs.write_config(d, {"arch": "resnet18", "shortcut": "A", "dataset": "imagenet", "schedule": "paper",
                           "iterations": 600000, "seed": 0}, {})
-    runs.write_summary(d, {"status": "complete"})
+    runs.write_summary(d, {"status": "complete", "iterations_done": 600000, "final_train_error": 25.0,
+                           "final_val_error": 30.5})
+    runs.log_event(d, {"event": "start", "iteration": 0})
     for it, tr, va in ((100000, 50.0, 45.0), (600000, 25.0, 30.5)):
         runs.log_event(d, {"event": "eval", "iteration": it, "train_error": tr, "val_error": va})
+    runs.log_event(d, {"event": "end", "iteration": 600000, "status": "complete"})
     fig = figures.draw(4, tmp_path)
     right = fig.figure.axes[1]
     assert [(ln.get_linewidth(), list(ln.get_ydata())) for ln in right.lines] == [(0.8, [50.0, 25.0]),

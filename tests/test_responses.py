@@ -52,27 +52,34 @@ def hand_set(model: nn.Module) -> None:
 
 
 def two_images() -> torch.Tensor:
-    """Image 0 is 1.0 everywhere, image 1 is 3.0: any tensor computed from them by the
-    hand-set net is constant per image and channel, and a layer whose channels are all
-    equal has a pooled std of half the difference between the two images' values."""
-    return torch.cat([torch.full((1, 3, 32, 32), 1.0), torch.full((1, 3, 32, 32), 3.0)])
+    """Image 0 is 1.0 everywhere, image 1 is 3.0 (float64): any tensor computed from them
+    by the hand-set net is constant per image and channel, and a layer whose channels are
+    all equal has a pooled std of half the difference between the two images' values.
+
+    The hand-set nets run in float64 (``.double()``): each conv sums 9 x C products, so in
+    float32 the rounding of the 7 layers may reach sum(9 C) x 2**-24 = 1611 x 6e-8 = 1e-4 of
+    a value (1.9e-6 was measured at layer 7 with oneDNN's AVX2 kernels), above any
+    tolerance that checks the formula; in float64 that bound is 1611 x 1.1e-16 = 2e-13,
+    and the half-difference's cancellation (values between 1 and 3 apart by 1 to 2 times
+    their size) at most triples it, so rel=1e-9 leaves a margin of over 10^3."""
+    return torch.cat([torch.full((1, 3, 32, 32), 1.0), torch.full((1, 3, 32, 32), 3.0)]).double()
 
 
 def test_hand_set_plain_net():
-    model = build("plain8")
+    model = build("plain8").double()
     hand_set(model)
     got = [r.std for r in layer_responses(model, two_images())]
     # Half-difference h = 1 at the input; each layer maps it to GAMMA_k * h.
     g = GAMMA
     expected = [g[0], g[0] * g[1], g[0] * g[1] * g[2], g[0] * g[1] * g[2] * g[3]]
     expected += [expected[-1] * g[4], expected[-1] * g[4] * g[5], expected[-1] * g[4] * g[5] * g[6]]
-    assert got == pytest.approx(expected, rel=1e-6)
-    assert got[:3] == pytest.approx([1.1, 1.32, 1.716], rel=1e-6)
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert got[:3] == pytest.approx([1.1, 1.32, 1.716], rel=1e-9)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_hand_set_resnet_records_before_the_addition(batch_size):
-    model = build("resnet8")  # option A
+    model = build("resnet8").double()  # option A
     hand_set(model)
     got = layer_responses(model, two_images(), batch_size=batch_size)
     g = GAMMA
@@ -87,19 +94,23 @@ def test_hand_set_resnet_records_before_the_addition(batch_size):
     # zero-pads the shortcut); the next conv averages the 32 channels.
     l6 = g[5] * (l5 + out1 / 2)      # layer3.0.conv1
     l7 = g[6] * l6                   # layer3.0.conv2
-    assert [r.std for r in got] == pytest.approx([l1, l2, l3, l4, l5, l6, l7], rel=1e-5)  # float32 net
+    assert [r.std for r in got] == pytest.approx([l1, l2, l3, l4, l5, l6, l7], rel=1e-9)  # float64: see two_images
     assert [r.count for r in got] == [2 * 16 * 32 * 32] * 3 + [2 * 32 * 16 * 16] * 2 + [2 * 64 * 8 * 8] * 2
     assert got[2].std != pytest.approx(out1)  # the value after the addition is not what is recorded
 
 
 def test_std_pools_images_channels_positions_and_batches():
+    """In float64: batches of 2 and of 5 may take different conv kernels, whose rounding
+    through 7 layers of a random net can move a std by sum(9 C) x sqrt(9 C) rounding
+    units (about 4e4), 2e-3 in float32 but 4e-12 in float64. The reference chains the
+    same modules on the same batch: the same kernels, so the same values."""
     torch.manual_seed(0)
-    model = build("resnet8").eval()
-    x = torch.randn(5, 3, 32, 32)
+    model = build("resnet8").double().eval()
+    x = torch.randn(5, 3, 32, 32, dtype=torch.float64)
     with torch.no_grad():
-        ref = model.bn1(model.conv1(x)).double()
+        ref = model.bn1(model.conv1(x))
         b = model.layer3[0]
-        ref_last = b.bn2(b.conv2(torch.relu(b.bn1(b.conv1(model.layer2(model.layer1(torch.relu(ref.float())))))))).double()
+        ref_last = b.bn2(b.conv2(torch.relu(b.bn1(b.conv1(model.layer2(model.layer1(torch.relu(ref))))))))
     whole = layer_responses(model, x)
     split = layer_responses(model, x, batch_size=2)  # batches of 2, 2, 1 merged
     assert whole[0].std == pytest.approx(ref.std(unbiased=False).item(), rel=1e-9)
@@ -272,10 +283,11 @@ def test_bad_runs_are_one_line_exit_2(smoke_runs, tmp_path, capsys):
 
 
 def fake_run(root, name, arch, shortcut, iterations, seed, stds):
-    """A run directory holding only what the figure reads: config.json and responses.json."""
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "config.json").write_text("{}")
+    """A stored run (synthetic logs that agree with each other, as the figure checks with
+    resnet_repro.runcheck) with a responses.json."""
+    from resnet_repro.report.bench_reports import write_synthetic_run
+
+    d = write_synthetic_run(root / name, arch, seed, {4000: "quick", 30: "smoke"}[iterations], shortcut=shortcut)
     layers = [{"index": i + 1, "conv": f"c{i}", "bn": f"b{i}", "std": s} for i, s in enumerate(stds)]
     (d / "responses.json").write_text(json.dumps({
         "format": 1, "arch": arch, "paper_name": arch, "shortcut": shortcut, "schedule": "quick",

@@ -38,10 +38,8 @@ def golden(tmp_path):
     d = write_synthetic_run(root / "cifar10" / "resnet20-A-quick-s2", "resnet20", 2, "quick", final_test_error=1.0)
     summ = json.loads((d / "summary.json").read_text())
     runs.write_summary(d, {**summ, "status": "interrupted"})
-    d = write_synthetic_run(root / "cifar10" / "resnet20-A-quick-s3", "resnet20", 3, "quick", final_test_error=2.0)
-    conf = json.loads((d / "config.json").read_text())
-    conf["config"]["lr"] = 0.05
-    (d / "config.json").write_text(json.dumps(conf))
+    write_synthetic_run(root / "cifar10" / "resnet20-A-quick-s3", "resnet20", 3, "quick", final_test_error=2.0,
+                        lr=0.05)
     return root
 
 
@@ -56,10 +54,10 @@ def test_table6_golden_cells(golden):
     assert r110["std"] == pytest.approx(math.sqrt(0.037), abs=1e-12)
     assert r110["best"] == 6.4
     assert r110["our error (%)"] == "6.62 ± 0.19 (n=5)"
-    assert r110["our best (%)"] == "6.40"
+    assert r110["our best error (%)"] == "6.40"
     assert r110["schedule"] == "quick"
     p110 = paper.cifar_table6()[110]
-    assert r110["paper best (%)"] == f"{p110['best']:.2f}"
+    assert r110["paper best error (%)"] == f"{p110['best']:.2f}"
     assert r110["paper error (%)"] == f"{p110['mean']:.2f} ± {p110['std']:.2f} (n=5)"
     r20 = row(t, "ResNet-20")
     # only the two complete quick runs with the spec's recipe: 8.0 and 9.0
@@ -123,6 +121,8 @@ def imagenet_run(root, arch, shortcut, seed=0, evals=None, status="complete", it
                           "iterations": iterations, "seed": seed, "lr": 0.1, "batch_size": 256},
                       {"hardware": {"gpu": "test GPU"}, "data_source_kind": "imagenet-folder"})
     runs.write_summary(d, {"status": status, "iterations_done": iterations})
+    runs.log_event(d, {"event": "start", "iteration": 0})  # a log the summary agrees with (resnet_repro.runcheck)
+    runs.log_event(d, {"event": "end", "iteration": iterations, "status": status})
     for proto, (t1, t5) in (evals or {}).items():
         (d / f"eval-{proto}.json").write_text(json.dumps({"protocol": proto, "top1_error": t1, "top5_error": t5}))
     return d
@@ -137,19 +137,19 @@ def test_imagenet_tables_read_eval_files(tmp_path):
     t2 = get_table(2, tmp_path)
     r = row(t2, "ResNet-34")
     assert (r["n"], r["mean"], r["best"]) == (2, 25.0, 24.5)
-    assert r["our top-1 (%)"] == "25.00 ± 0.71 (n=2)"
-    assert r["paper top-1 (%)"] == f"{paper.table(2)['rows']['ResNet-34']:.2f}"
-    assert row(t2, "plain-34")["our top-1 (%)"] == "trained (1), no 10-crop evaluation yet"
-    assert row(t2, "plain-18")["our top-1 (%)"].startswith("not run yet: resnet-repro run imagenet-plain-vs-residual")
+    assert r["our top-1 error (%)"] == "25.00 ± 0.71 (n=2)"
+    assert r["paper top-1 error (%)"] == f"{paper.table(2)['rows']['ResNet-34']:.2f}"
+    assert row(t2, "plain-34")["our top-1 error (%)"] == "trained (1), no 10-crop evaluation yet"
+    assert row(t2, "plain-18")["our top-1 error (%)"].startswith("not run yet: resnet-repro run imagenet-plain-vs-residual")
     t3 = get_table(3, tmp_path)
-    assert row(t3, "ResNet-34 B")["our top-5 (%)"] == "7.20"
+    assert row(t3, "ResNet-34 B")["our top-5 error (%)"] == "7.20"
     assert row(t3, "ResNet-34 A")["top5_mean"] == 7.5
-    assert row(t3, "VGG-16")["our top-1 (%)"] == "— (not trained here)"
-    assert row(t3, "GoogLeNet")["paper top-1 (%)"] == "—"
+    assert row(t3, "VGG-16")["our top-1 error (%)"] == "— (not trained here)"
+    assert row(t3, "GoogLeNet")["paper top-1 error (%)"] == "—"
     assert row(t3, "ResNet-50")["n"] == 0  # interrupted runs do not count
     t4 = get_table(4, tmp_path)
     assert (row(t4, "ResNet-34 B")["mean"], row(t4, "ResNet-34 B")["top5_mean"]) == (22.0, 6.0)
-    assert row(t4, "ResNet-34 C")["our top-1 (%)"].startswith("not run yet: resnet-repro run imagenet-shortcuts")
+    assert row(t4, "ResNet-34 C")["our top-1 error (%)"].startswith("not run yet: resnet-repro run imagenet-shortcuts")
     assert "test GPU" in t4.caption
 
 
@@ -248,3 +248,20 @@ def test_fill_command_follows_the_runs_it_reads(tmp_path, monkeypatch):
         f"not run yet: resnet-repro run cifar10-depth --profile smoke --out {smoke}"
     t = get_table(6, smoke / "plain20-smoke-s0")  # one run directory: no --out into it
     assert row(t, "ResNet-56")["our error (%)"] == "not run yet: resnet-repro run cifar10-depth --profile smoke"
+
+
+def test_every_column_says_error_even_without_a_caption(capsys):
+    """A CSV has no caption: each column that holds a top-1/top-5 number or a best/mean of
+    ours says that it is an error; the numeric companions have names of their own."""
+    from conftest import ROOT, run_main
+
+    for key in TABLE_KEYS:
+        code, out, _ = run_main(["table", key, "--format", "csv", "--runs", str(ROOT / "results")], capsys)
+        assert code == 0
+        header = out.splitlines()[0].split(",")
+        assert len(header) == len(set(header)), (key, header)
+        for col in header:
+            if any(w in col for w in ("top-1", "top-5", "best", "mean", "std")):
+                assert "error" in col, (key, col)
+    code, out, _ = run_main(["table", "2", "--format", "csv"], capsys)
+    assert out.splitlines()[0].startswith("net,paper top-1 error (%),our top-1 error (%),our best top-1 error (%)")

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from resnet_repro import runs
+from resnet_repro import runcheck, runs
 from resnet_repro.errors import UserError
 from resnet_repro.train import checkpoint
 from resnet_repro.train.config import make_config
@@ -75,6 +75,7 @@ def test_resume_is_exact(tiny_tree, tmp_path, stop_at):
     assert comparable(tmp_path / "cut") == comparable(tmp_path / "straight")
     a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert runcheck.check_files(tmp_path / "cut") == runcheck.check_files(tmp_path / "straight") == []
 
 
 def test_resume_is_exact_in_bf16(tiny_tree, tmp_path):
@@ -90,7 +91,9 @@ def test_two_interruptions_and_seed_changes_result(tiny_tree, tmp_path):
     fit(cfg, tmp_path / "a")
     fit(cfg, tmp_path / "b", stop_after=9)
     fit(cfg, tmp_path / "b", resume=True, stop_after=31)
+    assert runcheck.check_files(tmp_path / "b") == []  # interrupted: what it logged so far agrees
     fit(cfg, tmp_path / "b", resume=True)
+    assert runcheck.check_files(tmp_path / "b") == []
     assert comparable(tmp_path / "a") == comparable(tmp_path / "b")
     fit(cfg_for(tiny_tree, iterations=60, seed=1), tmp_path / "c")
     assert comparable(tmp_path / "c") != comparable(tmp_path / "a")
@@ -116,6 +119,7 @@ def test_warmup_ends_on_threshold_and_is_logged(tiny_tree, tmp_path):
     lrs = {e["iteration"]: e["lr"] for e in evs if e["event"] == "train"}
     assert all(lr == 0.01 for i, lr in lrs.items() if i <= end)
     assert all(lr == 0.1 for i, lr in lrs.items() if end < i <= 40)
+    assert runcheck.check_files(tmp_path / "w") == []  # the check's warm-up rule is the loop's
 
 
 def test_warmup_always_ends_at_its_cap(tiny_tree, tmp_path):
@@ -123,6 +127,7 @@ def test_warmup_always_ends_at_its_cap(tiny_tree, tmp_path):
     fit(cfg, tmp_path / "w")
     ends = [e for e in runs.read_metrics(tmp_path / "w") if e["event"] == "warmup_end"]
     assert [(e["iteration"], e["reason"]) for e in ends] == [(10, "cap_reached")]
+    assert runcheck.check_files(tmp_path / "w") == []
 
 
 def test_warmup_default_only_for_110_and_deeper(tiny_tree):
@@ -138,6 +143,7 @@ def test_divergence_stops_the_run(tiny_tree, tmp_path):
     assert "diverged" in s["message"] and "between iterations" in s["message"]
     end = runs.read_metrics(tmp_path / "d")[-1]
     assert end["event"] == "end" and end["status"] == "diverged"
+    assert runcheck.check_files(tmp_path / "d") == []
 
 
 def test_refuses_to_mix_configs_and_to_redo_runs(tiny_tree, tmp_path):

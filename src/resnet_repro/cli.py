@@ -112,7 +112,8 @@ def train(
     checkpoint_activations: bool = typer.Option(False, "--checkpoint-activations", help="Keep only the inputs of segments of about sqrt(n) blocks for the backward pass and recompute the rest (CIFAR nets; same results, one extra forward pass; ResNet-1202 at batch 128 on CPU: about 4 GB instead of 8)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for this run (default: all cores; 1 per run when running several side by side)."),
     warmup: str = typer.Option("auto", "--warmup", help="lr 0.01 until training error < 80%: auto (110 layers and deeper, as in the paper), on, off."),
-    lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1)."),
+    lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (paper: 0.1, for batch 128 on CIFAR-10 and 256 on ImageNet)."),
+    scale_lr: bool = typer.Option(False, "--scale-lr", help="Scale --lr (and the warm-up lr) by the batch size over the paper's (linear-scaling rule, Goyal et al. 2017; not the paper's, off by default)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Mini-batch size, global over all processes (paper: 128 for CIFAR-10, 256 for ImageNet)."),
     config: Path | None = typer.Option(None, "--config", help="Rerun exactly the run described by a config.json (other options except --out/--name/--data-dir/--resume are ignored)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files beside metrics.jsonl (needs pip install -e '.\\[tensorboard]')."),
@@ -152,7 +153,7 @@ def train(
             channels_last=channels_last, compile=compile_model, threads=threads, batch_size=batch_size,
             lr=lr, warmup=warmup, checkpoint_activations=checkpoint_activations,
             dataset=dataset, workers=workers, sync_bn=sync_bn,
-            init_weights=None if init_weights is None else str(init_weights),
+            init_weights=None if init_weights is None else str(init_weights), scale_lr=scale_lr,
         )
     if tensorboard:
         cfg = cfg.model_copy(update={"tensorboard": True})
@@ -166,13 +167,17 @@ def train(
 
     if env_world_size() > 1:
         fail("multi-process training (torchrun) is implemented for --dataset imagenet; train CIFAR-10 in one process")
-    with TrainProgress(console, cfg, run_dir) as prog:
+    with TrainProgress(console, cfg, run_dir, warn=_warn) as prog:
         summary = fit(cfg, run_dir, resume=resume, on_event=prog.on_event, download=download)
     prog.print_summary(summary)
     if summary["status"] == "diverged":
         raise typer.Exit(1)
     if summary["status"] == "interrupted":
         raise typer.Exit(130)
+
+
+def _warn(line: str) -> None:
+    err_console.print(f"warning: {line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _train_imagenet(cfg, run_dir: Path, resume: bool) -> None:
@@ -186,7 +191,7 @@ def _train_imagenet(cfg, run_dir: Path, resume: bool) -> None:
     if env_rank() != 0:
         summary = fit_imagenet(cfg, run_dir, resume=resume)
     else:
-        with TrainProgress(console, cfg, run_dir) as prog:
+        with TrainProgress(console, cfg, run_dir, warn=_warn) as prog:
             def on_event(ev: dict) -> None:
                 line = describe_event(ev)
                 if line is not None:
@@ -282,6 +287,37 @@ def table(
             fail(f"cannot write {out_file} ({exc.strerror}); choose a writable --out")
 
 
+# ---------------------------------------------------------------------------- check
+@app.command()
+def check(
+    run_dirs: list[Path] = typer.Argument(None, help="Run directories or folders of runs (default: results/)."),
+) -> None:
+    """Check that every run agrees with itself: summary.json is the last evaluation in
+    metrics.jsonl, the logged lr follows the config's schedule (warm-up included), the
+    iterations add up. Exit 1 if any run disagrees (tables and figures leave it out)."""
+    from resnet_repro.runcheck import check_dirs
+    from resnet_repro.runs import check_roots
+
+    roots = run_dirs or [Path("results")]
+    check_roots(roots, option="check")
+    reports = check_dirs(roots)
+    if not reports:
+        fail(f"no run directories (with config.json) under {', '.join(map(str, roots))}")
+    bad = [r for r in reports if r.problems]
+    for r in reports:
+        if not r.problems:
+            console.print(f"ok    {r.run_dir}: {r.state}", markup=False, highlight=False, soft_wrap=True)
+        for p in r.problems:
+            console.print(f"FAIL  {r.run_dir}: {p.text()}", markup=False, highlight=False, soft_wrap=True)
+    n = len(reports)
+    if bad:
+        console.print(f"{len(bad)} of {n} run{'s' if n != 1 else ''} disagree with their own files; tables and "
+                      "figures leave them out", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"{n} run{'s' if n != 1 else ''} checked: each agrees with its own log and config",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
 # ---------------------------------------------------------------------------- import-weights
 @app.command("import-weights")
 def import_weights(
@@ -318,7 +354,10 @@ def import_weights(
     if source.strip().lower().partition(":")[0] == "akamaster":
         _import_akamaster(file, source, arch_name, out)
         return
-    sd = load_torchvision_weights(source, arch_name, file)
+    notes: list[str] = []
+    sd = load_torchvision_weights(source, arch_name, file, notes=notes)
+    for line in notes:
+        console.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
     save_imported(sd, arch_name, out, source if file is None else f"{source}:{file}")
     model = build_imported(out)
     kwargs = ", ".join(f"{k}={v!r}" for k, v in torchvision_build_kwargs(arch_name).items())
@@ -612,7 +651,8 @@ def report(
 # ---------------------------------------------------------------------------- evaluate
 @app.command()
 def evaluate(
-    run: Path | None = typer.Option(None, "--run", help="A run directory (its checkpoints/final.pt): ImageNet, or CIFAR-10 with --dataset cifar10."),
+    run: Path | None = typer.Option(None, "--run-dir", help="A run directory (its checkpoints/final.pt): ImageNet, or CIFAR-10 with --dataset cifar10."),
+    run_old: Path | None = typer.Option(None, "--run", hidden=True, help="Old spelling of --run-dir (torchrun refuses it: an abbreviation of its --run-path)."),
     weights: Path | None = typer.Option(None, "--weights", help="Weights from `resnet-repro import-weights` (or a run's final.pt); ImageNet needs --arch, CIFAR-10 reads the net from the file."),
     arch_name: str | None = typer.Option(None, "--arch", help="The net of --weights, e.g. resnet50 (CIFAR-10: optional, checked against the file)."),
     dataset: str | None = typer.Option(None, "--dataset", help="imagenet (Tables 2-4 protocols) or cifar10 (test error over the 10,000 test images, one view each); default: the run's or the file's (a CIFAR net: cifar10), else imagenet."),
@@ -633,7 +673,7 @@ def evaluate(
 
     Examples:
 
-      resnet-repro evaluate --run runs/resnet34-A-paper-s0 --protocol 10crop --data-dir /data/imagenet
+      resnet-repro evaluate --run-dir runs/resnet34-A-paper-s0 --protocol 10crop --data-dir /data/imagenet
 
       torchrun --nproc_per_node=8 -m resnet_repro evaluate --weights r50.pt --arch resnet50 --protocol multiscale --data-dir /data/imagenet
 
@@ -647,6 +687,9 @@ def evaluate(
         TimeRemainingColumn,
     )
 
+    if run is not None and run_old is not None:
+        fail("give --run-dir once (--run is its old spelling)")
+    run = run if run is not None else run_old
     if dataset is None:
         dataset = _dataset_of(run, weights)
     if dataset not in ("imagenet", "cifar10"):

@@ -68,7 +68,7 @@ class Normalizer:
         return Normalizer(self.mean.to(device), None if self.std is None else self.std.to(device), self.kind)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` uint8 -> normalised float32."""
+        """``(B, 3, H, W)`` uint8 -> normalised float (see :func:`normalize_batch`)."""
         return normalize_batch(x, self.mean, self.std)
 
 
@@ -106,7 +106,7 @@ def _forward(model: nn.Module, x: torch.Tensor, norm: Normalizer, precision: str
             out = model(xf)
     else:
         out = model(xf)
-    return torch.softmax(out.float(), dim=1)
+    return torch.softmax(out.to(torch.promote_types(out.dtype, torch.float32)), dim=1)  # bf16 -> fp32
 
 
 @torch.no_grad()
@@ -234,7 +234,7 @@ def load_run_model(run_dir: str | os.PathLike) -> LoadedModel:
 
     run = Path(run_dir)
     if not (run / "config.json").is_file():
-        raise UserError(f"{run} is not a run directory (no config.json); pass --run RUN_DIR or --weights FILE --arch NAME")
+        raise UserError(f"{run} is not a run directory (no config.json); pass --run-dir RUN_DIR or --weights FILE --arch NAME")
     final = run / "checkpoints" / "final.pt"
     if not final.is_file():
         raise UserError(f"{run} has no checkpoints/final.pt (unfinished run?); finish it with "
@@ -326,11 +326,13 @@ def run_evaluation(
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol {protocol!r}; choose center, 10crop or multiscale")
     if (run_dir is None) == (weights is None):
-        raise UserError("give exactly one of --run DIR or --weights FILE (with --arch NAME)")
+        raise UserError("give exactly one of --run-dir DIR or --weights FILE (with --arch NAME)")
     if weights is not None and not arch:
         raise UserError("--weights needs --arch NAME (e.g. --arch resnet50)")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be >= 0, got {workers}")
     if out is not None:
         path: Path | None = Path(out)
     elif run_dir is not None:

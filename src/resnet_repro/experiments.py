@@ -823,8 +823,10 @@ def spec_mismatches(rows: list[dict], specs: list[ExperimentSpec] | None = None)
     """Stored runs whose recipe differs from the spec that names them.
 
     A run belongs to a spec when the spec trains its ``(arch, shortcut)`` on its data set
-    and one of the spec's profiles uses the run's schedule (runs with a ``custom``
-    schedule belong to no spec and are never flagged).
+    and one of the spec's profiles uses the run's schedule. A run of another length (a
+    ``custom`` schedule, ``--iterations N``) is held to the same rule at its own length:
+    it must match the spec in everything but the length (data, split, lr, batch, ...), so
+    that no table shows a ``custom`` row whose protocol its caption denies.
 
     Args:
         rows: one dict per run with the RunConfig fields and ``run_dir`` (rows of
@@ -839,19 +841,23 @@ def spec_mismatches(rows: list[dict], specs: list[ExperimentSpec] | None = None)
     out: dict[str, str] = {}
     fields = set(RunConfig.model_fields)
     for row in rows:
-        if row.get("dataset") != "cifar10" or row.get("schedule") in (None, "custom"):
+        if row.get("dataset") != "cifar10" or row.get("schedule") is None:
+            continue
+        custom = row.get("schedule") == "custom"
+        its = _plain(row.get("iterations")) if custom else None
+        if custom and not isinstance(its, int):
             continue
         stored = {k: _plain(row.get(k)) for k in fields if k in row}
         for s in specs:
             if s.dataset != "cifar10" or (row.get("arch"), row.get("shortcut")) not in s.run_keys():
                 continue
             for pname, prof in s.profiles.items():
-                if prof.schedule != row.get("schedule"):
+                if prof.schedule != row.get("schedule") and not custom:
                     continue
                 stride = next((g.stride_on for g in s.runs if row.get("arch") in g.arch), None)
                 try:
                     exp = _expected_config(s, prof, row["arch"], row.get("shortcut"), int(row.get("seed") or 0),
-                                           stride, "-", None, precision="fp32", device="cpu")
+                                           stride, "-", its, precision="fp32", device="cpu")
                 except UserError:
                     continue
                 diff = recipe_diff(stored, exp.model_dump())

@@ -38,6 +38,9 @@ from resnet_repro.errors import UserError
 from resnet_repro.fsio import append_line, atomic_write_json, remove_stale_temps
 
 STATUSES = ("complete", "interrupted", "diverged", "running")
+# What load_runs' status column may hold besides them: no usable summary, or files that
+# disagree with each other (resnet_repro.runcheck).
+ROW_STATUSES = (*STATUSES, "unknown", "inconsistent")
 
 
 class RunLock:
@@ -462,6 +465,12 @@ RUN_COLUMNS = ("arch", "shortcut", "dataset", "schedule", "iterations", "seed", 
                "data_copy", "status", *_SUMMARY_NUMBERS, "threads_used", "problem", "run_dir")
 
 
+def config_problem(cfg: dict) -> str | None:
+    """What keeps a ``config.json``'s ``config`` section from being read (a required
+    field missing, a field of another type), or None."""
+    return _config_problem(cfg)
+
+
 def _config_problem(cfg: dict) -> str | None:
     for k in _CONFIG_REQUIRED:
         if k not in cfg:
@@ -529,9 +538,15 @@ def load_runs(roots: list[Path] | Path, skipped: list[dict] | None = None) -> pd
       reads as missing; a ``complete`` CIFAR-10 run without ``final_test_error`` keeps
       its row with that field missing.
 
-    Rows with status ``unknown`` or a missing ``final_test_error`` are not counted by
-    tables and figures. A ``running`` run whose process is gone (killed) reads
-    ``interrupted``.
+    * a run whose files disagree with each other (:func:`resnet_repro.runcheck.check_run`:
+      the summary is not the log's last evaluation, the logged lr leaves the config's
+      schedule, the iterations do not add up, ...) gets status ``inconsistent`` and one
+      warning naming the run and the field (the line ``resnet-repro check`` prints).
+
+    Rows with status ``unknown`` or ``inconsistent`` or a missing ``final_test_error``
+    are not counted by tables and figures. A ``running`` run whose process is gone
+    (killed) reads ``interrupted``; runs in progress pass the check when what they have
+    logged so far agrees.
 
     Args:
         roots: run directories or folders of runs (searched recursively).
@@ -583,6 +598,14 @@ def load_runs(roots: list[Path] | Path, skipped: list[dict] | None = None) -> pd
             warnings.warn(f"{d}/summary.json: a complete run without final_test_error; left out of the tables",
                           stacklevel=2)
             damaged = damaged or "summary.json: no final_test_error"
+        if not damaged:  # a run that a table may count: its summary, log and config must agree
+            disagree = _disagreements(d, cfg["config"], summ if summ or (d / "summary.json").exists() else None)
+            if disagree:
+                from resnet_repro.runcheck import warning_line
+
+                warnings.warn(warning_line(d, disagree), stacklevel=2)
+                damaged = disagree[0].text()
+                row["status"] = "inconsistent"
         threads = summ.get("threads")
         row["threads_used"] = thread_count(threads)
         row["problem"] = damaged
@@ -596,6 +619,20 @@ def load_runs(roots: list[Path] | Path, skipped: list[dict] | None = None) -> pd
     if "dataset" in df.columns:
         df["dataset"] = df["dataset"].fillna("cifar10") if len(df) else df["dataset"]
     return df
+
+
+def _disagreements(d: Path, config: dict, summary: dict | None) -> list:
+    """:func:`resnet_repro.runcheck.check_run` on a run's files (corrupt log lines are
+    warned about by the commands that draw the log)."""
+    from resnet_repro.runcheck import check_run, eval_file_problems, log_missing
+
+    missing = log_missing(d)
+    if missing is not None:
+        return [missing]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        events = read_metrics(d)
+    return check_run(config, summary, events, live=run_in_progress(d)) + eval_file_problems(d)
 
 
 def _recipe_key(config: dict) -> str:

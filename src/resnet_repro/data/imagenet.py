@@ -477,7 +477,9 @@ def lighting_offsets(alpha: torch.Tensor, eigval: torch.Tensor, eigvec: torch.Te
 
 def normalize_batch(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | None = None,
                     offsets: torch.Tensor | None = None) -> torch.Tensor:
-    """``(B, 3, H, W)`` uint8 -> float32 ``x / 255 - mean (+ offsets) (/ std)``.
+    """``(B, 3, H, W)`` uint8 -> float ``x / 255 - mean (+ offsets) (/ std)``, in torch's
+    default float dtype (float32; float64 where a check sets it, as
+    ``tests/test_distributed.py`` does to compare process counts).
 
     ``mean`` is the ``(3, c, c)`` mean image when ``H = W = c``; for any other size
     (multi-scale testing of whole images) its per-channel average is subtracted. ``std``
@@ -485,7 +487,7 @@ def normalize_batch(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | Non
     (torchvision's); ``offsets`` ``(B, 3)`` are lighting offsets.
     """
     h, w = x.shape[-2:]
-    xf = x.float().div_(255.0)
+    xf = x.to(torch.get_default_dtype()).div_(255.0)
     if mean.dim() == 3 and tuple(mean.shape[-2:]) == (h, w):
         xf.sub_(mean)
     else:

@@ -154,7 +154,8 @@ def _check_against(sd: Mapping[str, Any], ref: StateDict, arch: str, side: str) 
         )
 
 
-def from_torchvision(state_dict: Mapping[str, torch.Tensor], arch: str) -> StateDict:
+def from_torchvision(state_dict: Mapping[str, torch.Tensor], arch: str,
+                     notes: list[str] | None = None) -> StateDict:
     """Rename a torchvision ``resnetXX`` state dict to ours (paper Table 1 nets, option-B
     shortcuts, bottleneck stride on the 3x3 conv).
 
@@ -164,9 +165,13 @@ def from_torchvision(state_dict: Mapping[str, torch.Tensor], arch: str) -> State
             ``running_var`` ``(C,)`` and ``num_batches_tracked`` ``()``, ``fc.weight``
             ``(num_classes, 512 * expansion)``, ``fc.bias`` ``(num_classes,)``. A
             ``module.`` prefix on every key (DataParallel) is dropped. Any
-            ``num_classes`` is accepted (read from ``fc.weight``).
+            ``num_classes`` is accepted (read from ``fc.weight``). A state dict without
+            the ``num_batches_tracked`` counters (saved by PyTorch before 0.4.1, or by a
+            converter) is accepted: they are set to 0, as ``load_state_dict`` does for such
+            files, and only count BN updates in training (no effect on evaluation).
         arch: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"`` or
             ``"resnet152"``.
+        notes: if given, receives one line when the counters were missing.
 
     Returns:
         A new dict with our names (``downsample.0/1`` -> ``shortcut.0/1``) holding the
@@ -181,7 +186,14 @@ def from_torchvision(state_dict: Mapping[str, torch.Tensor], arch: str) -> State
     sd = _strip_module_prefix(state_dict)
     renamed = {_TV_SHORTCUT.sub(r"\1shortcut.\2.", k): v for k, v in sd.items()}
     ref = _reference(arch, _num_classes(renamed))
+    counters = [k for k in ref if k.endswith(".num_batches_tracked") and k not in renamed]
+    # any other missing key is then named on its own, as the real mismatch
+    renamed.update({k: torch.zeros((), dtype=torch.long) for k in counters})
     _check_against(renamed, ref, arch, "torchvision")
+    if counters and notes is not None:
+        notes.append(f"the state_dict has no BN num_batches_tracked counters ({len(counters)}; saved by an older "
+                     "PyTorch or a converter): set to 0, as PyTorch does when loading such files; they only "
+                     "count BN updates in training")
     return {k: renamed[k] for k in ref}
 
 
@@ -305,6 +317,7 @@ def load_torchvision_weights(
     file: str | os.PathLike | None = None,
     *,
     progress: bool = True,
+    notes: list[str] | None = None,
 ) -> StateDict:
     """Load torchvision ResNet weights and convert them to our names (for ImageNet Table
     1 nets with option-B shortcuts; bottleneck nets then need ``stride_on="3x3"``).
@@ -321,6 +334,7 @@ def load_torchvision_weights(
             read with ``torch.load(weights_only=True)`` on the CPU; a training
             checkpoint ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped.
         progress: show the download progress bar.
+        notes: receives what the conversion filled in (see :func:`from_torchvision`).
 
     Returns:
         Our state dict (see :func:`from_torchvision`), CPU tensors.
@@ -351,7 +365,7 @@ def load_torchvision_weights(
         sd = _download(arch, rest, progress)
     else:
         sd = _load_file(rest)
-    return from_torchvision(sd, arch)
+    return from_torchvision(sd, arch, notes)
 
 
 def save_imported(

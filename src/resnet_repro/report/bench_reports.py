@@ -22,18 +22,21 @@ BENCH_NETS = ("plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32"
 
 
 def write_synthetic_run(run_dir: Path, arch: str, seed: int, schedule: str = "quick", shortcut: str | None = None,
-                        final_test_error: float | None = None, rng: np.random.Generator | None = None) -> Path:
+                        final_test_error: float | None = None, rng: np.random.Generator | None = None,
+                        lr: float = 0.1, iterations: int | None = None, train_on: str = "split") -> Path:
     """Write one complete, format-valid CIFAR-10 run directory (no checkpoints) whose
-    curves decay from 90% to ``final_test_error`` (default: random 6-15%).
+    curves decay from 90% to ``final_test_error`` (default: random 6-15%), with the lr
+    (base ``lr``) and warm-up of its schedule logged as the training loop logs them.
 
     Returns:
         ``run_dir``.
     """
     from resnet_repro.train.config import make_config
+    from resnet_repro.train.schedule import lr_at
 
     rng = rng if rng is not None else np.random.default_rng(seed)
     cfg = make_config(arch, "synthetic", shortcut=shortcut, schedule=schedule, seed=seed, precision="fp32",
-                      device="cpu", threads=1)
+                      device="cpu", threads=1, lr=lr, iterations=iterations, train_on=train_on)
     cfg = cfg.model_copy(update={"data_checksum": "0" * 64})
     run_dir = Path(run_dir)
     runs.write_config(run_dir, cfg.model_dump(), {"hardware": {"cpu": "synthetic CPU"},
@@ -41,22 +44,31 @@ def write_synthetic_run(run_dir: Path, arch: str, seed: int, schedule: str = "qu
     final = float(final_test_error if final_test_error is not None else rng.uniform(6, 15))
     lines = [json.dumps({"event": "start", "iteration": 0, "wall_s": 0.0}, sort_keys=True)]
     last = {}
+    warm = cfg.warmup  # the loop's warm-up rule, so that the run passes resnet_repro.runcheck
     for it in range(cfg.log_every, cfg.iterations + 1, cfg.log_every):
         frac = it / cfg.iterations
         train_err = max(0.5, final - 3 + (90 - final) * np.exp(-6 * frac) + rng.normal(0, 0.5))
-        lines.append(json.dumps({"event": "train", "iteration": it, "lr": 0.1, "train_loss": train_err / 30,
+        lr = lr_at(it - 1, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.warmup_lr if warm else None)
+        lines.append(json.dumps({"event": "train", "iteration": it, "lr": lr, "train_loss": train_err / 30,
                                  "train_error": train_err, "images_per_s": 500.0, "wall_s": it * 0.1},
                                 sort_keys=True))
+        if warm and (train_err < cfg.warmup_until_train_error or it >= cfg.warmup_max_iterations):
+            warm = False
+            lines.append(json.dumps({"event": "warmup_end", "iteration": it, "train_error": train_err,
+                                     "reason": "cap_reached" if it >= cfg.warmup_max_iterations
+                                     else "train_error_below_threshold"}, sort_keys=True))
         if it % cfg.eval_every == 0 or it == cfg.iterations:
             test = final if it == cfg.iterations else final + (90 - final) * np.exp(-6 * frac)
             last = {"event": "eval", "iteration": it, "train_error": train_err, "val_error": test + 0.3,
                     "test_error": test, "wall_s": it * 0.1}
+            if cfg.train_on == "all":  # no validation images: the loop logs no val_error
+                del last["val_error"]
             lines.append(json.dumps(last, sort_keys=True))
     lines.append(json.dumps({"event": "end", "iteration": cfg.iterations, "status": "complete"}, sort_keys=True))
     atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
     runs.write_summary(run_dir, {
         "status": "complete", "iterations_done": cfg.iterations, "iterations": cfg.iterations,
-        "final_train_error": last["train_error"], "final_val_error": last["val_error"],
+        "final_train_error": last["train_error"], "final_val_error": last.get("val_error"),
         "final_test_error": last["test_error"], "eval_iteration": cfg.iterations, "wall_s": cfg.iterations * 0.1,
         "images_per_s": 500.0, "data_source_kind": "synthetic"})
     return run_dir

@@ -19,6 +19,7 @@ from resnet_repro.errors import UserError
 from resnet_repro.models import spec
 from resnet_repro.report.figures import Drawn
 from resnet_repro.report.figures import save as save_figure
+from resnet_repro.runcheck import check_files, warning_line
 from resnet_repro.runs import data_copy_name, find_runs, read_json
 
 # Colours by depth, so plain-20 and ResNet-20 share one (dashed vs solid).
@@ -63,6 +64,10 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
                               f"`resnet-repro responses {d}`)", stacklevel=2)
             else:
                 missing.append(str(d))
+            continue
+        problems = check_files(d)  # the run tables would count: its own files agree (resnet_repro.runcheck)
+        if problems:
+            warnings.warn(warning_line(d, problems), stacklevel=2)
             continue
         n_layers = spec(r["arch"]).depth - 1  # every 3x3 conv, stem included: 6n+1 of a 6n+2-layer net
         if len(r["layers"]) != n_layers:

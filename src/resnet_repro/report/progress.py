@@ -50,11 +50,31 @@ def images_line(ev: dict, cfg) -> str:
     return f"{ev.get('train_images')} train images{tail}"
 
 
+def lr_text(cfg) -> str:
+    """The learning rate a run starts with and how it changes, for the start line, e.g.
+    ``lr 0.1 (warm-up 0.01 until train err < 80%, at most 500 iterations), /10 at 2000,
+    3000; batch 128``."""
+    parts = [f"lr {cfg.lr:g}"]
+    if getattr(cfg, "warmup", False):
+        parts[0] += (f" (warm-up {cfg.warmup_lr:g} until train err < {cfg.warmup_until_train_error:g}%, at most "
+                     f"{cfg.warmup_max_iterations} iterations)")
+    elif cfg.dataset == "cifar10":
+        parts[0] += " (no warm-up)"
+    imagenet = getattr(cfg, "imagenet", None)
+    if imagenet is not None and imagenet.lr_rule == "plateau":
+        parts.append(f"/10 when val error plateaus ({imagenet.plateau_patience} evaluations)")
+    elif cfg.lr_milestones:
+        parts.append(f"/{1 / cfg.lr_gamma:g} at {', '.join(map(str, cfg.lr_milestones))}")
+    return ", ".join(parts) + f"; batch {cfg.batch_size}"
+
+
 class TrainProgress:
     """Context manager; pass :meth:`on_event` as ``fit(on_event=...)``."""
 
-    def __init__(self, console: Console, cfg, run_dir: Path) -> None:
-        self.console, self.cfg, self.run_dir = console, cfg, run_dir
+    def __init__(self, console: Console, cfg, run_dir: Path, warn=None) -> None:
+        """``warn(line)`` receives, with the start (or resume) line, one line per way the
+        run leaves the paper's recipe (:func:`resnet_repro.train.config.recipe_warnings`)."""
+        self.console, self.cfg, self.run_dir, self.warn = console, cfg, run_dir, warn
         wide = console.width >= WIDE
         stats = ("lr {task.fields[lr]}  loss {task.fields[loss]}  train err {task.fields[err]}  {task.fields[ips]} img/s"
                  if wide else "lr {task.fields[lr]} loss {task.fields[loss]} err {task.fields[err]} "
@@ -99,8 +119,14 @@ class TrainProgress:
             self.console.print(
                 f"{kind} {self.run_dir} at iteration {ev['iteration']}: {self.cfg.arch} shortcut "
                 f"{self.cfg.shortcut or '-'} ({'plain' if not self.cfg.shortcut else 'residual'}), {self.cfg.schedule} "
-                f"schedule ({self.cfg.iterations} iterations), {ev['precision']} ({ev['precision_reason']}), "
+                f"schedule ({self.cfg.iterations} iterations), {lr_text(self.cfg)}, "
+                f"{ev['precision']} ({ev['precision_reason']}), "
                 f"{plural(ev['threads'], 'thread')} on {ev['device']}, {images_line(ev, self.cfg)}", highlight=False)
+            if self.warn is not None:
+                from resnet_repro.train.config import recipe_warnings
+
+                for line in recipe_warnings(self.cfg):
+                    self.warn(line)
         elif kind == "eval":
             val = f"val err {ev['val_error']:.2f}%  " if ev.get("val_error") is not None else ""
             self.console.print(f"  iteration {ev['iteration']:>6}: train err {ev['train_error']:.2f}%  {val}"

@@ -174,7 +174,8 @@ class RunSet:
                 why = r.get("problem")
                 if (isinstance(why, str) and why and r.get("dataset") == dataset and r.get("arch") == arch
                         and _shortcut_of(r.get("shortcut")) == shortcut and r.get("status") != "diverged"):
-                    out.append(f"{Path(str(r['run_dir'])).name}/summary.json")
+                    file = why.split()[0].rstrip(":")  # the file the problem names (runs.load_runs)
+                    out.append(f"{Path(str(r['run_dir'])).name}/{file if '.json' in file else 'summary.json'}")
         for sk in self.skipped:
             if sk.get("arch") == arch and _shortcut_of(sk.get("shortcut")) == shortcut and sk.get("dataset") in (
                     None, dataset):
@@ -468,10 +469,10 @@ def _imagenet_rows(rs: RunSet, names: list[str], paper_vals: dict[str, tuple], p
     rows = []
     for name in names:
         ptop1, ptop5 = paper_vals[name]
-        row = {"net": name, "paper top-1 (%)": _num(ptop1), "paper top-5 (%)": _num(ptop5)}
+        row = {"net": name, "paper top-1 error (%)": _num(ptop1), "paper top-5 error (%)": _num(ptop5)}
         parsed = parse_net(name) if name in reproducible else None
         if parsed is None:
-            row.update({"our top-1 (%)": "— (not trained here)", "our top-5 (%)": "—", "our best top-1 (%)": "—",
+            row.update({"our top-1 error (%)": "— (not trained here)", "our top-5 error (%)": "—", "our best top-1 error (%)": "—",
                         "n": 0, "schedule": ""})
             row.update({k: math.nan for k in DISPLAY_DROP if k != "runs"})
             rows.append(row)
@@ -484,11 +485,11 @@ def _imagenet_rows(rs: RunSet, names: list[str], paper_vals: dict[str, tuple], p
             trained = len(select(rs, "imagenet", arch, sc, lambda r: 0.0, []).values)
             miss = (f"trained ({trained}), no {protocol} evaluation yet" if trained
                     else _not_run("imagenet", arch, sc, rs))
-            row.update({"our top-1 (%)": miss, "our top-5 (%)": "—", "our best top-1 (%)": "—", "n": 0,
+            row.update({"our top-1 error (%)": miss, "our top-5 error (%)": "—", "our best top-1 error (%)": "—", "n": 0,
                         "schedule": ""})
         else:
-            row.update({"our top-1 (%)": c1.text(), "our top-5 (%)": c5.text() if c5.n else "—",
-                        "our best top-1 (%)": f"{c1.best:.2f}", "n": c1.n,
+            row.update({"our top-1 error (%)": c1.text(), "our top-5 error (%)": c5.text() if c5.n else "—",
+                        "our best top-1 error (%)": f"{c1.best:.2f}", "n": c1.n,
                         "schedule": ", ".join(sorted(set(map(str, c1.runs["schedule"]))))})
         row.update({"mean": c1.mean, "std": c1.std, "best": c1.best, "top5_mean": c5.mean, "top5_std": c5.std,
                     "top5_best": c5.best})
@@ -496,7 +497,7 @@ def _imagenet_rows(rs: RunSet, names: list[str], paper_vals: dict[str, tuple], p
     return rows
 
 
-IMAGENET_NOTE = ("Paper: ImageNet 2012 val, 10-crop testing, ~60e4 iterations (Sec. 3.4). Our top-1/top-5 come "
+IMAGENET_NOTE = ("Paper: ImageNet 2012 val, 10-crop testing, ~60e4 iterations (Sec. 3.4). Our top-1/top-5 errors come "
                  "from each run's eval-<protocol>.json.")
 
 
@@ -511,7 +512,7 @@ def table2(runs_dir: Path | list[Path]) -> Table:
     cells: list[Cell] = []
     rows = _imagenet_rows(rs, names, vals, "10-crop", notes, cells, set(names))
     for r in rows:
-        del r["paper top-5 (%)"], r["our top-5 (%)"]
+        del r["paper top-5 error (%)"], r["our top-5 error (%)"]
     return _finish(2, "2", t["title"], rows, cells, notes, IMAGENET_NOTE)
 
 
@@ -549,7 +550,7 @@ def table4(runs_dir: Path | list[Path]) -> Table:
 # ---------------------------------------------------------------------------- not reproduced
 def _paper_only(number: int, why: str) -> Table:
     t = paper.table(number)
-    cols = t.get("columns") or ["top-5 (%)"]
+    cols = t.get("columns") or ["top-5 error (%)"]
     rows = []
     for r in t["rows"]:
         row = {"method": r[0]}
@@ -620,8 +621,8 @@ def table6(runs_dir: Path | list[Path]) -> Table:
         p_err = fmt_err(err["mean"], err["std"], 5) if isinstance(err, dict) else _num(err)
         rows.append({"net": f"{name}" + (f"-{layers}" if layers else ""), "params (M)": "—",
                      "paper params (M)": f"{params / 1e6:.2f}" if params else "—", "paper error (%)": p_err,
-                     "paper best (%)": f"{err['best']:.2f}" if isinstance(err, dict) else "—",
-                     "our error (%)": "— (other method)", "our best (%)": "—", "n": 0, "schedule": "",
+                     "paper best error (%)": f"{err['best']:.2f}" if isinstance(err, dict) else "—",
+                     "our error (%)": "— (other method)", "our best error (%)": "—", "n": 0, "schedule": "",
                      "mean": nan, "std": nan, "best": nan})
     progress: list[str] = []
     for residual in (True, False):
@@ -640,7 +641,7 @@ def table6(runs_dir: Path | list[Path]) -> Table:
             base = {"net": f"{'ResNet' if residual else 'plain'}-{depth}",
                     "params (M)": f"{_cifar_params_m(arch, 'A'):.2f}",
                     "paper params (M)": f"{p['params'] / 1e6:.2f}" if residual else "—",
-                    "paper error (%)": p_err, "paper best (%)": p_best}
+                    "paper error (%)": p_err, "paper best error (%)": p_best}
             if not found:
                 found = [("", Cell(rs.df.iloc[0:0], [], []), None)]
             for sched, c, running in found:
@@ -650,7 +651,7 @@ def table6(runs_dir: Path | list[Path]) -> Table:
                     progress.append(f"{len(running)} {arch} run(s) at schedule {sched}")
                 ours = (c.text() if c.n else progress_text(running) if running is not None
                         else _not_run("cifar10", arch, sc, rs))
-                rows.append({**base, "our error (%)": ours, "our best (%)": f"{c.best:.2f}" if c.n else "—",
+                rows.append({**base, "our error (%)": ours, "our best error (%)": f"{c.best:.2f}" if c.n else "—",
                              "n": c.n, "schedule": sched, "mean": c.mean, "std": c.std, "best": c.best})
     extra = ("Rows per schedule (paper: 64,000 iterations; quick: 4,000), never averaged together. "
              if any(r["schedule"] == "paper" for r in rows) and any(r["schedule"] == "quick" for r in rows) else "")
@@ -726,7 +727,7 @@ def table_cifar_shortcuts(runs_dir: Path | list[Path]) -> Table:
                 "params (M)": f"{_cifar_params_m(arch, sc):.3f}",
                 "paper error (%)": _num(ref[depth]["error"]) if sc == "A" else "— (not in the paper)",
                 "our error (%)": c.text() if c.n else _not_run("cifar10", arch, sc, rs),
-                "our best (%)": f"{c.best:.2f}" if c.n else "—",
+                "our best error (%)": f"{c.best:.2f}" if c.n else "—",
                 "n": c.n,
                 "schedule": ", ".join(sorted(set(map(str, c.runs["schedule"])))) if c.n else "",
                 "mean": c.mean, "std": c.std, "best": c.best,
@@ -773,12 +774,24 @@ def to_text(t: Table, fmt: str) -> str:
     if fmt == "markdown":
         text = f"**{head}**\n\n{_md(shown)}\n\n_{t.caption}_\n"
     elif fmt == "csv":
-        text = t.frame.drop(columns=[c for c in ("runs",) if c in t.frame.columns]).to_csv(index=False)
-    else:
+        frame = t.frame.drop(columns=[c for c in ("runs",) if c in t.frame.columns])
+        text = frame.rename(columns=_csv_names(frame)).to_csv(index=False)
+    elif fmt == "latex":
         text = f"% {head}\n% {t.caption}\n{_latex(shown)}"
+    else:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     for b in t.blocks:  # below the table, separated by a blank line (CSV: a second header row follows)
         text += "\n" + to_text(b, fmt)
     return text
+
+
+def _csv_names(frame: pd.DataFrame) -> dict[str, str]:
+    """CSV headers for the numeric companions of the display columns: a CSV has no
+    caption, so each says which error it holds (top-1 where the table has top-5 too)."""
+    what = "top-1 error" if "top5_mean" in frame.columns else "error"
+    return {"mean": f"our {what} mean (%)", "std": f"our {what} std (points)", "best": f"our {what} min (%)",
+            "top5_mean": "our top-5 error mean (%)", "top5_std": "our top-5 error std (points)",
+            "top5_best": "our top-5 error min (%)"}
 
 
 def _cell(v) -> str:

@@ -189,6 +189,46 @@ def resolve_dataset(arch: str, dataset: str | None) -> str:
     return dataset
 
 
+PAPER_LR = 0.1  # both data sets (Sec. 3.4, 4.2)
+
+
+def reference_batch(dataset: str, schedule: str | None) -> int:
+    """The batch the paper's lr 0.1 belongs to: 128 for CIFAR-10 (Sec. 4.2), 256 for
+    ImageNet (Sec. 3.4); 8 for the ImageNet ``smoke`` schedule, whose lr is set for its
+    own batch of 8."""
+    from resnet_repro import paper
+
+    if dataset == "imagenet":
+        return 8 if schedule == "smoke" else int(paper.recipe("imagenet")["optimizer"]["batch"])
+    return int(paper.recipe("cifar10")["optimizer"]["batch"])
+
+
+def scaled_lr(lr: float, batch_size: int, dataset: str, schedule: str | None) -> float:
+    """The linear-scaling rule (Goyal et al. 2017, not the paper's): ``lr`` times
+    ``batch_size`` / the reference batch (:func:`reference_batch`), rounded to 12 digits."""
+    return float(f"{lr * batch_size / reference_batch(dataset, schedule):.12g}")
+
+
+def recipe_warnings(cfg: RunConfig) -> list[str]:
+    """One line for each way ``cfg`` leaves the paper's recipe that would otherwise go
+    unnoticed until a log shows it: a net of 110 layers or more without the warm-up
+    (Sec. 4.2), and the paper's lr 0.1 with another batch size than the one it belongs
+    to (:func:`reference_batch`; Sec. 3.4, 4.2). Explicit choices (``--lr`` other than
+    0.1, ``--scale-lr``) are not warned about; the start line states them."""
+    out = []
+    if cfg.dataset == "cifar10" and spec(cfg.arch).depth >= 110 and not cfg.warmup:
+        out.append(f"{cfg.arch} trains without the paper's warm-up (--warmup off): lr {cfg.lr:g} from the first "
+                   f"iteration, where the paper uses {cfg.warmup_lr:g} until the training error is below "
+                   f"{cfg.warmup_until_train_error:g}% for 110 layers and more (Sec. 4.2); such nets have been "
+                   "reported to diverge without it (1202 layers)")
+    ref = reference_batch(cfg.dataset, cfg.schedule)
+    if cfg.batch_size != ref and abs(cfg.lr - PAPER_LR) <= 1e-12:
+        out.append(f"--batch-size {cfg.batch_size} trains at lr {PAPER_LR:g}, the paper's lr for batch {ref}; "
+                   f"the linear-scaling rule gives {scaled_lr(PAPER_LR, cfg.batch_size, cfg.dataset, cfg.schedule):g} "
+                   "for this batch: pass that as --lr, or --scale-lr")
+    return out
+
+
 def make_config(
     arch: str | None,
     data_dir: str,
@@ -212,6 +252,7 @@ def make_config(
     workers: int | None = None,
     sync_bn: bool = False,
     init_weights: str | None = None,
+    scale_lr: bool = False,
 ) -> RunConfig:
     """Build a validated :class:`RunConfig` from CLI-level choices, resolving the
     paper's defaults: shortcut A for CIFAR nets, the warm-up for 110 layers and deeper
@@ -222,11 +263,15 @@ def make_config(
     import-weights`` or a CIFAR run's checkpoint (:func:`resnet_repro.train.init.read_init_weights`):
     its sha256 is recorded, and the run normalises its inputs as the weights were trained
     (an imported akamaster net: ImageNet mean/std; our own runs: the per-pixel mean).
+    ``scale_lr`` applies the linear-scaling rule (:func:`scaled_lr`) to ``lr`` and the
+    warm-up lr: off by default, as in the paper; the config stores the lr used.
 
     Raises:
         UserError: for any invalid choice (unknown arch, schedule, precision, a net
             given the other data set, ...).
     """
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be >= 0, got {workers}")
     init = None
     if init_weights is not None and arch is None:  # the net comes from the file
         from resnet_repro.train.init import read_init_weights
@@ -246,7 +291,10 @@ def make_config(
         return make_imagenet_config(
             arch, data_dir, shortcut=shortcut, schedule=schedule, iterations=iterations, seed=seed,
             precision=precision, device=device, channels_last=channels_last, compile=compile, threads=threads,
-            stride_on=stride_on, batch_size=batch_size, lr=lr, workers=workers, sync_bn=sync_bn)
+            stride_on=stride_on, batch_size=batch_size, lr=lr, workers=workers, sync_bn=sync_bn, scale_lr=scale_lr)
+    if workers is not None or sync_bn:  # ignored here, they would only show in config.json
+        raise UserError("--workers and --sync-bn are options of ImageNet training (CIFAR-10 batches are made on the "
+                        "training device, in one process); drop them, or add --dataset imagenet")
     if batch_size is None:
         batch_size = 128
     if init_weights is not None:
@@ -274,6 +322,9 @@ def make_config(
     dev = resolve_device(device)
     prec, _ = resolve_precision(precision, dev)
     use_warmup = (s.depth >= 110) if warmup == "auto" else warmup == "on"
+    warmup_lr = RunConfig.model_fields["warmup_lr"].default
+    if scale_lr:
+        lr, warmup_lr = (scaled_lr(v, batch_size, "cifar10", sch.name) for v in (lr, warmup_lr))
     try:
         return RunConfig(
             arch=s.name,
@@ -286,6 +337,7 @@ def make_config(
             lr=lr,
             batch_size=batch_size,
             warmup=use_warmup,
+            warmup_lr=warmup_lr,
             warmup_max_iterations=sch.warmup_max_iterations if use_warmup else 0,
             seed=seed,
             train_on=train_on,

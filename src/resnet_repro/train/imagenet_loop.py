@@ -90,10 +90,12 @@ def make_imagenet_config(
     lr: float = 0.1,
     workers: int | None = None,
     sync_bn: bool = False,
+    scale_lr: bool = False,
 ) -> RunConfig:
     """A validated ImageNet :class:`RunConfig` (paper Sec. 3.4 defaults: global batch
     256, lr 0.1 divided by 10 on plateaus, up to 600k iterations, momentum 0.9, weight
-    decay 1e-4, no dropout; shortcut A for 18/34 layers, B for 50/101/152).
+    decay 1e-4, no dropout; shortcut A for 18/34 layers, B for 50/101/152). ``scale_lr``:
+    ``lr`` times the batch over the schedule's (the linear-scaling rule; not the paper's).
 
     Raises:
         UserError: a CIFAR net, an unknown schedule, bad numbers.
@@ -107,6 +109,10 @@ def make_imagenet_config(
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
     sch = get_imagenet_schedule(schedule, iterations)
+    if scale_lr and batch_size:
+        from resnet_repro.train.config import scaled_lr
+
+        lr = scaled_lr(lr, batch_size, "imagenet", sch.name)
     sizes = paper_sizes(sch.crop)
     dev = resolve_device(device)
     prec, _ = resolve_precision(precision, dev)

@@ -154,7 +154,11 @@ def tensorboard_writer_class():
 
 def tensorboard_log(writer, ev: dict) -> None:
     """Write the numeric fields of one metrics.jsonl event as TensorBoard scalars
-    ``<event>/<field>`` (e.g. ``eval/test_error``) at step ``iteration``."""
+    ``<event>/<field>`` (e.g. ``eval/test_error``) at step ``iteration``; ``resume`` and
+    ``end`` events are bookkeeping, not curves, so a resumed run shows the points of an
+    uninterrupted one."""
+    if ev.get("event") in ("resume", "end"):
+        return
     for k, v in ev.items():
         if k not in ("event", "iteration") and isinstance(v, (int, float)) and not isinstance(v, bool):
             writer.add_scalar(f"{ev['event']}/{k}", v, ev["iteration"])
@@ -587,7 +591,10 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
         runs.write_config(run_dir, cfg.model_dump(), {**provenance(cfg, data.source_kind),
                                                       "split_digest": data.split_digest})
         kind = "start"
-    tb = tb_cls(str(run_dir), purge_step=start or None) if tb_cls is not None else None
+    # TensorBoard drops the points at steps >= purge_step that a killed process wrote after
+    # its checkpoint; those at the checkpoint's own iteration (logged before it was saved,
+    # and kept in metrics.jsonl) stay, so the curves show what the log holds.
+    tb = tb_cls(str(run_dir), purge_step=start + 1 if start else None) if tb_cls is not None else None
     t0 = time.perf_counter()
 
     def wall() -> float:

@@ -103,10 +103,10 @@ def test_table_without_runs_drops_empty_columns_and_says_so(tmp_path):
         t = get_table("3", [tmp_path / "none"])
     lines = _render(t)
     header = " ".join(_table_region(t, lines, 80)[:3])
-    assert "paper top-1 (%)" in header and "our top-1 (%)" in header
+    assert "paper top-1 error (%)" in header and "our top-1 error (%)" in header
     assert "schedule" not in header and "our best" not in header
     tail = " ".join(lines)
-    assert "Columns without values, not shown: our top-5 (%), our best top-1 (%), n, schedule." in tail
+    assert "Columns without values, not shown: our top-5 error (%), our best top-1 error (%), n, schedule." in tail
 
 
 def test_fit_table_narrow_terminal_leaves_out_columns_whole():

@@ -415,7 +415,8 @@ def check_files(run_dir: Path | str) -> list[Disagreement]:
 def eval_file_problems(run_dir: Path) -> list[Disagreement]:
     """What is wrong with a run's ``eval-<protocol>.json`` files (Tables 2-4 read them):
     ``top1_error`` and ``top5_error`` must be percentages with top-5 no higher than top-1
-    (a top-5 miss is a top-1 miss), ``images`` (where present) a positive count. An
+    (a top-5 miss is a top-1 miss); a CIFAR-10 record (``eval-cifar10.json``, ``dataset``
+    cifar10) has one ``test_error``, a percentage; ``images`` (where present) a positive count. An
     unreadable file is warned about by the tables themselves."""
     from resnet_repro import runs
 
@@ -424,11 +425,17 @@ def eval_file_problems(run_dir: Path) -> list[Disagreement]:
         obj = runs.read_json(f)
         if obj is None:
             continue
-        t1, t5 = _num(obj.get("top1_error")), _num(obj.get("top5_error"))
-        if t1 is None or not 0 <= t1 <= 100 or (t5 is not None and not 0 <= t5 <= t1):
-            out.append(Disagreement(f.name, "top5_error" if t1 is not None and 0 <= t1 <= 100 else "top1_error",
-                                    f"top-1 error {_fmt(obj.get('top1_error'))}, top-5 error "
-                                    f"{_fmt(obj.get('top5_error'))}: errors are percentages and top-5 <= top-1"))
+        if obj.get("dataset") == "cifar10":  # a CIFAR-10 record (evaluate --dataset cifar10): one test error
+            te = _num(obj.get("test_error"))
+            if te is None or not 0 <= te <= 100:
+                out.append(Disagreement(f.name, "test_error", f"test error {_fmt(obj.get('test_error'))}: an error "
+                                        "is a percentage, 0 to 100"))
+        else:
+            t1, t5 = _num(obj.get("top1_error")), _num(obj.get("top5_error"))
+            if t1 is None or not 0 <= t1 <= 100 or (t5 is not None and not 0 <= t5 <= t1):
+                out.append(Disagreement(f.name, "top5_error" if t1 is not None and 0 <= t1 <= 100 else "top1_error",
+                                        f"top-1 error {_fmt(obj.get('top1_error'))}, top-5 error "
+                                        f"{_fmt(obj.get('top5_error'))}: errors are percentages and top-5 <= top-1"))
         n = obj.get("images")
         if "images" in obj and (_int(n) is None or n < 1):
             out.append(Disagreement(f.name, "images", f"{_fmt(n)} is not a count of evaluated images"))

@@ -645,8 +645,7 @@ def table6(runs_dir: Path | list[Path]) -> Table:
             if not found:
                 found = [("", Cell(rs.df.iloc[0:0], [], []), None)]
             for sched, c, running in found:
-                if c.n:
-                    cells.append(c)
+                cells.append(c)  # an empty cell still brings its notes (diverged runs) to the caption
                 if running is not None:
                     progress.append(f"{len(running)} {arch} run(s) at schedule {sched}")
                 ours = (c.text() if c.n else progress_text(running) if running is not None
@@ -680,8 +679,8 @@ def schedule_cells(rs: RunSet, dataset: str, arch: str, shortcut: str | None, va
     One row per schedule of :data:`ROW_SCHEDULES` (paper first) that has complete runs or
     runs in progress (``in_progress_runs``, None if none; a row with only those has an
     empty cell and shows :func:`progress_text`). Where neither schedule has runs, the one row of :func:`select`
-    (the recipe with the most iterations: smoke or custom runs). Empty where the net has
-    no runs at all. Runs of other schedules beside paper/quick rows are named in the
+    (the recipe with the most iterations: smoke or custom runs), also when it holds only
+    notes (diverged runs). Empty where the net has no runs at all. Runs of other schedules beside paper/quick rows are named in the
     cells' ``others`` notes, never mixed in."""
     out: list[tuple[str, Cell, pd.DataFrame | None]] = []
     for sched in ROW_SCHEDULES:
@@ -691,8 +690,8 @@ def schedule_cells(rs: RunSet, dataset: str, arch: str, shortcut: str | None, va
             out.append((sched, c, running if len(running) else None))
     if not out:
         c = select(rs, dataset, arch, shortcut, value, notes)
-        if c.n:
-            out.append((", ".join(sorted(set(map(str, c.runs["schedule"])))), c, None))
+        if c.n or c.others:  # runs of another schedule, or only notes (e.g. diverged runs) for the caption
+            out.append((", ".join(sorted(set(map(str, c.runs["schedule"])))) if c.n else "", c, None))
         return out
     df = rs.df
     rest = df[_net_mask(df, dataset, arch, shortcut) & (df["status"] == "complete")

@@ -52,7 +52,7 @@ def test_check_passes_on_the_committed_results(capsys):
     code, out, err = run_main(["check", str(RESULTS)], capsys)
     assert code == 0, out + err
     lines = out.strip().splitlines()
-    stored = sorted(p.name for p in (RESULTS / "cifar10").iterdir() if (p / "config.json").is_file())
+    stored = sorted(p.name for p in RESULTS.glob("*/*") if (p / "config.json").is_file())  # cifar10/, cifar10-finetune/
     assert len(stored) >= 13 and [ln for ln in lines if ln.startswith("FAIL")] == []
     assert sum(ln.startswith("ok ") for ln in lines) == len(stored)
     assert f"ok    {RESULTS / 'cifar10' / R20}: complete, 4,000 of 4,000 iterations, 16 evaluations" in lines

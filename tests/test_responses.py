@@ -303,14 +303,20 @@ def test_figure_picks_one_option_a_run_per_net(tmp_path):
     fake_run(tmp_path, "p20", "plain20", None, 4000, 0, [4.0] * 19)
     bad = fake_run(tmp_path, "p56", "plain56", None, 4000, 0, [1.0] * 55)
     (bad / "responses.json").write_text('{"format": 1, "arch": "plain56", "layers": "?"}')
-    (tmp_path / "no-resp").mkdir()
+    (tmp_path / "no-resp" / "checkpoints").mkdir(parents=True)
     (tmp_path / "no-resp" / "config.json").write_text("{}")
+    (tmp_path / "no-resp" / "checkpoints" / "final.pt").write_bytes(b"")  # finished: responses can measure it
+    (tmp_path / "in-progress").mkdir()  # no final weights: nothing to measure, said so
+    (tmp_path / "in-progress" / "config.json").write_text("{}")
     with pytest.warns(UserWarning) as rec:
         rs = collect_responses([tmp_path])
     msgs = " | ".join(str(w.message) for w in rec)
     assert [(r["arch"], r["run_dir"].rsplit("/", 1)[1]) for r in rs] == [("plain20", "p20"), ("resnet20", "r20-seed0")]
     assert "option B run left out" in msgs and "p56/responses.json is unreadable or malformed" in msgs
-    assert "1 run(s) without responses.json" in msgs and "resnet-repro responses" in msgs
+    assert "1 run(s) without responses.json left out; measure them with `resnet-repro responses" in msgs
+    assert f"{tmp_path / 'no-resp'}" in msgs
+    assert f"1 run(s) without responses.json and without final weights (checkpoints/final.pt) left out: " \
+           f"{tmp_path / 'in-progress'} (in progress" in msgs
     assert "Fig. 7 nets without responses: plain-56, ResNet-56, ResNet-110" in msgs
 
 

@@ -38,8 +38,9 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
     runs, plain nets and option-A ResNets (the paper's), one run per net (the longest
     schedule, then the lowest seed), ordered by depth with the plain net first.
 
-    Warns (``UserWarning``) about runs skipped: runs without ``responses.json`` (naming
-    the command that makes it), a ``responses.json`` that is unreadable or holds another
+    Warns (``UserWarning``) about runs skipped: finished runs without ``responses.json``
+    (naming the command that makes it), runs without it and without final weights (in
+    progress, or logs stored without checkpoints: nothing to measure there), a ``responses.json`` that is unreadable or holds another
     number of layers than its net has (6n+1 for a 6n+2-layer net), other shortcut
     options, and the paper's Fig. 7 nets that have no responses: with the command that
     measures them where a run of the net exists (``resnet-repro responses RUN``), else
@@ -51,7 +52,8 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
     """
     roots = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
     chosen: dict[str, tuple[tuple, dict]] = {}
-    missing: list[str] = []
+    missing: list[str] = []  # finished runs (final.pt here) that `resnet-repro responses` can measure
+    no_weights: list[str] = []  # runs in progress, or logs stored without checkpoints: nothing to measure here
     existing: dict[str, list[str]] = {}  # arch -> finished runs of it (final.pt) that Fig. 7 could draw
     for d in find_runs(roots):
         arch = _option_a_arch(d)
@@ -62,8 +64,10 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
             if (d / RESPONSES_FILE).exists():
                 warnings.warn(f"{d}/{RESPONSES_FILE} is unreadable or malformed; left out (measure again with "
                               f"`resnet-repro responses {d}`)", stacklevel=2)
-            else:
+            elif (d / "checkpoints" / "final.pt").is_file():
                 missing.append(str(d))
+            else:
+                no_weights.append(str(d))
             continue
         problems = check_files(d)  # the run tables would count: its own files agree (resnet_repro.runcheck)
         if problems:
@@ -87,6 +91,12 @@ def collect_responses(runs_dirs: list[Path]) -> list[dict]:
         shown = " ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
         warnings.warn(f"{len(missing)} run(s) without responses.json left out; measure them with "
                       f"`resnet-repro responses {shown}`", stacklevel=2)
+    if no_weights:
+        shown = " ".join(no_weights[:3]) + (" ..." if len(no_weights) > 3 else "")
+        warnings.warn(f"{len(no_weights)} run(s) without responses.json and without final weights "
+                      f"(checkpoints/final.pt) left out: {shown} (in progress, or logs stored without "
+                      "checkpoints; measure a run with `resnet-repro responses RUN_DIR` where it completed)",
+                      stacklevel=2)
     if not chosen:
         if not roots:
             raise UserError("Figure 7 is drawn from runs only, and there are none here (no --runs given and no "

@@ -94,7 +94,7 @@ def fit_table(console: Console, rt: RichTable, *, drop_empty: bool = False,
         return []
     texts: list[list[str]] = []
     for col in cols:
-        cells = [_plain(console, c) for c in getattr(col, "_cells", [])]
+        cells = [_plain(console, c) for c in col.cells]
         if any(c is None for c in cells):
             return []  # a nested renderable: leave the table to rich
         texts.append(cells)

@@ -420,7 +420,8 @@ def _fit(cfg: RunConfig, run_dir: Path, ctx: distributed.DistContext, device: st
                         save_ckpt(it, [0.0, 0, 0])
                         summary("running", it)
                 step_t0 = time.perf_counter()
-            want_stop = stop.signum is not None or (stop_after is not None and stop_after <= it < cfg.iterations)
+            # A signal during the last iteration lets the run complete (no resume point at the end).
+            want_stop = it < cfg.iterations and (stop.signum is not None or (stop_after is not None and stop_after <= it))
             if distributed.any_rank(want_stop, ctx, dev):
                 train_s += time.perf_counter() - step_t0
                 g_acc = distributed.all_reduce_sum(acc.clone(), ctx)

@@ -687,7 +687,9 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
                         save_ckpt(it, [0.0, 0, 0])
                         summary("running", it)
                 step_t0 = time.perf_counter()
-            if stop.signum is not None or (stop_after is not None and it >= stop_after and it < cfg.iterations):
+            # A signal during the last iteration lets the run complete: a checkpoint at the last
+            # iteration is no resume point (refuse_past_end), and final.pt is one save away.
+            if it < cfg.iterations and (stop.signum is not None or (stop_after is not None and it >= stop_after)):
                 train_s += time.perf_counter() - step_t0
                 why_stop = "signal" if stop.signum is not None else "stop_after"
                 save_ckpt(it, [win_loss.item(), win_wrong.item(), win_n])  # before the end event:

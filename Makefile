@@ -26,6 +26,8 @@ help:
 	@echo "                 written to results/tableN.md"
 	@echo "make figure-N    paper Figure N (1, 4, 6, 7) as results/figures/figureN.png/.pdf;"
 	@echo "                 figure-1-paper, figure-6-quick, ...: at one schedule"
+	@echo "make figure-gradients  per-stage gradient norms (Sec. 4.1) as"
+	@echo "                 results/figures/gradients.png/.pdf (-paper, -quick)"
 	@echo "make report      results/REPORT.md: every table and figure"
 	@echo "make reproduce-cifar-quick"
 	@echo "                 every CIFAR-10 experiment at the quick schedule, then report"
@@ -77,6 +79,13 @@ SCHEDULE_FIGURES := $(foreach f,1 6,$(foreach s,paper quick,figure-$(f)-$(s)))
 .PHONY: $(SCHEDULE_FIGURES)
 $(SCHEDULE_FIGURES): setup
 	$(BIN)/resnet-repro figure $(word 2,$(subst -, ,$@)) --schedule $(word 3,$(subst -, ,$@)) --runs $(RESULTS) --out $(RESULTS)/figures/figure$(word 2,$(subst -, ,$@))-$(word 3,$(subst -, ,$@))
+# The per-stage gradient norms of plain-20/56 and ResNet-20/56 (paper Sec. 4.1 states them, shows none).
+GRADIENT_FIGURES := figure-gradients figure-gradients-paper figure-gradients-quick
+.PHONY: $(GRADIENT_FIGURES)
+figure-gradients: setup
+	$(BIN)/resnet-repro figure gradients --runs $(RESULTS) --out $(RESULTS)/figures/gradients
+figure-gradients-paper figure-gradients-quick: figure-gradients-%: setup
+	$(BIN)/resnet-repro figure gradients --schedule $* --runs $(RESULTS) --out $(RESULTS)/figures/gradients-$*
 report: setup
 	$(BIN)/resnet-repro report --runs $(RESULTS) --out $(RESULTS)/REPORT.md
 reproduce-cifar-quick reproduce-cifar-paper: reproduce-cifar-%: setup

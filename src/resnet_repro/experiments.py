@@ -61,7 +61,7 @@ FIGURE_NUMBERS = (1, 4, 6, 7)
 # that differs from its spec only in these still counts as that spec's run.
 EXECUTION_FIELDS = frozenset({
     "data_dir", "data_checksum", "threads", "tensorboard", "precision", "device", "channels_last", "compile",
-    "checkpoint_activations", "workers",
+    "checkpoint_activations", "workers", "grad_norms_every",
 })
 EventFn = Callable[[str, dict], None]
 
@@ -477,6 +477,7 @@ def plan(
     device: str = "auto",
     tensorboard: bool = False,
     download: bool = False,
+    grad_norms_every: int | None = None,
 ) -> list[PlannedRun]:
     """Expand ``spec`` under ``profile`` into runs and find each run directory's state.
 
@@ -486,6 +487,9 @@ def plan(
         seeds: replace every group's seeds.
         iterations: replace the profile's length (a ``custom`` schedule; tests).
         jobs: runs at once; each run gets ``threads = cores // jobs`` unless ``threads``.
+        grad_norms_every: the cadence of the CIFAR-10 runs' ``grad_norms`` events (None:
+            the schedule's default, see :func:`resnet_repro.train.config.make_config`); an
+            unfinished run resumes with its own.
 
     Raises:
         UserError: unknown profile, missing data, an invalid choice (device, precision,
@@ -503,7 +507,8 @@ def plan(
 
     planned: dict[str, PlannedRun] = {}
     for arch, short, seed, stride_on in spec.expand(profile, seeds):
-        execution = dict(precision=precision, device=device, threads=per_run, tensorboard=tensorboard)
+        execution = dict(precision=precision, device=device, threads=per_run, tensorboard=tensorboard,
+                         grad_norms_every=grad_norms_every)
         cfg = _expected_config(spec, prof, arch, short, seed, stride_on, ddir, iterations, **execution)
         label = cfg.run_name
         if label in planned:

@@ -21,7 +21,8 @@ version; a table must not show it. :func:`check_run` compares:
   one division per ``lr_drop`` event before it). ``train`` events come at every
   ``log_every`` iterations and ``eval`` events at every ``eval_every`` (and at the last
   iteration), iterations never go back, and an ``eval`` event's training error is its
-  window's.
+  window's. Other events (``warmup_end``, ``lr_drop``, the ``grad_norms`` of
+  :func:`resnet_repro.train.loop.fit`) take part only in that order of iterations.
 * **evaluation files** (``eval-<protocol>.json``, read by Tables 2-4): errors are
   percentages, top-5 no higher than top-1, a positive image count
   (:func:`eval_file_problems`).

@@ -23,29 +23,50 @@ BENCH_NETS = ("plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32"
 
 def write_synthetic_run(run_dir: Path, arch: str, seed: int, schedule: str = "quick", shortcut: str | None = None,
                         final_test_error: float | None = None, rng: np.random.Generator | None = None,
-                        lr: float = 0.1, iterations: int | None = None, train_on: str = "split") -> Path:
+                        lr: float = 0.1, iterations: int | None = None, train_on: str = "split",
+                        grad_norms_every: int = 0) -> Path:
     """Write one complete, format-valid CIFAR-10 run directory (no checkpoints) whose
     curves decay from 90% to ``final_test_error`` (default: random 6-15%), with the lr
-    (base ``lr``) and warm-up of its schedule logged as the training loop logs them.
+    (base ``lr``) and warm-up of its schedule logged as the training loop logs them, and
+    with ``grad_norms_every`` > 0 ``grad_norms`` events (made-up positive norms) where
+    the loop logs them: at iterations 0, N, 2N, ..., each before the train event of its
+    iteration.
 
     Returns:
         ``run_dir``.
     """
+    from resnet_repro.analysis.gradients import INPUT_MODULES, WEIGHT_GROUPS
     from resnet_repro.train.config import make_config
     from resnet_repro.train.schedule import lr_at
 
     rng = rng if rng is not None else np.random.default_rng(seed)
     cfg = make_config(arch, "synthetic", shortcut=shortcut, schedule=schedule, seed=seed, precision="fp32",
-                      device="cpu", threads=1, lr=lr, iterations=iterations, train_on=train_on)
+                      device="cpu", threads=1, lr=lr, iterations=iterations, train_on=train_on,
+                      grad_norms_every=grad_norms_every)
     cfg = cfg.model_copy(update={"data_checksum": "0" * 64})
     run_dir = Path(run_dir)
     runs.write_config(run_dir, cfg.model_dump(), {"hardware": {"cpu": "synthetic CPU"},
                                                   "data_source_kind": "synthetic"})
     final = float(final_test_error if final_test_error is not None else rng.uniform(6, 15))
     lines = [json.dumps({"event": "start", "iteration": 0, "wall_s": 0.0}, sort_keys=True)]
+
+    def grad_norms(upto: int) -> None:  # the events of the iterations up to `upto` (each right after its step)
+        nonlocal next_norm
+        while grad_norms_every and next_norm <= upto and next_norm < cfg.iterations:
+            decay = float(np.exp(-3 * next_norm / cfg.iterations))
+            lines.append(json.dumps({
+                "event": "grad_norms", "iteration": next_norm, "loss": 2.3 * decay + 0.2,
+                "weight": {n: float(rng.uniform(0.2, 2.0)) * decay + 0.05 for n, _ in WEIGHT_GROUPS},
+                "input": {n: float(rng.uniform(0.005, 0.2)) * decay + 0.001 for n in INPUT_MODULES}},
+                sort_keys=True))
+            next_norm += grad_norms_every
+
+    next_norm = 0
+    grad_norms(0)
     last = {}
     warm = cfg.warmup  # the loop's warm-up rule, so that the run passes resnet_repro.runcheck
     for it in range(cfg.log_every, cfg.iterations + 1, cfg.log_every):
+        grad_norms(it)
         frac = it / cfg.iterations
         train_err = max(0.5, final - 3 + (90 - final) * np.exp(-6 * frac) + rng.normal(0, 0.5))
         lr = lr_at(it - 1, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.warmup_lr if warm else None)

@@ -1,6 +1,7 @@
 """The paper's training-curve figures rebuilt from stored runs (matplotlib, Agg; no
 pyplot state): Fig. 1 and Fig. 6 (CIFAR-10), Fig. 4 (ImageNet); Fig. 7 is dispatched to
-:mod:`resnet_repro.report.figure7`.
+:mod:`resnet_repro.report.figure7`. Beside them, the gradient norms per stage that Sec. 4.1
+states but does not show (:func:`draw_gradients`, from the runs' ``grad_norms`` events).
 
 Our curves come from the ``eval`` events of each run's ``metrics.jsonl``:
 ``train_error`` (%, the training error of the last logging window, on augmented
@@ -17,22 +18,26 @@ date or producer, so a figure rebuilt from the same runs has the same bytes.
 from __future__ import annotations
 
 import io
+import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from resnet_repro import paper
 from resnet_repro.errors import UserError
 from resnet_repro.fsio import atomic_write_bytes
 from resnet_repro.report.tables import RunSet, in_progress, parse_net, select
-from resnet_repro.runs import check_roots, metrics_frame
+from resnet_repro.runs import check_roots, metrics_frame, read_metrics
 
 FIGURES = (1, 4, 6, 7)
+GRADIENTS = "gradients"  # `resnet-repro figure gradients`: not a figure of the paper (Sec. 4.1 states, shows none)
 DEFAULT_OUT_DIR = Path("results/figures")
 PNG_META = {"Software": None}
 PDF_META = {"CreationDate": None, "Producer": None, "Creator": None}
@@ -65,7 +70,7 @@ class Drawn:
     """A drawn figure: the matplotlib ``figure``, its ``title``, and the run directories
     behind it."""
 
-    number: int
+    number: int | str
     figure: Figure
     title: str
     runs: list[str] = field(default_factory=list)
@@ -82,17 +87,21 @@ def eval_curve(run_dir: str | Path) -> pd.DataFrame:
     return df.sort_values("iteration").reset_index(drop=True)
 
 
-def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str], schedule: str | None = None) -> Curve | None:
+def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str], schedule: str | None = None,
+              reader: Callable[[str | Path], pd.DataFrame] = eval_curve, event: str = "eval") -> Curve | None:
     """The curve of paper net ``net`` (``"plain-20"``, ``"ResNet-110"``): the lowest-seed
-    run of the runs a table would use that has ``eval`` events; None without one.
+    run of the runs a table would use that has ``event`` events; None without one.
 
     Args:
         notes: receives one line per run left out (config differs from its spec, or a
-            ``metrics.jsonl`` that is missing or holds no ``eval`` events), for the
+            ``metrics.jsonl`` that is missing or holds no ``event`` events), for the
             figure's warnings.
         schedule: only runs of this schedule; where it has no complete run of the net,
             the lowest-seed run still in progress is drawn (``Curve.done`` set: it is
             labelled as in progress, and never counted by a table).
+        reader: ``run_dir -> frame`` with an ``iteration`` column (:func:`eval_curve`,
+            :func:`grad_curve`); an empty frame means the run has no such events.
+        event: the name of those events, for the notes.
     """
     parsed = parse_net(net)
     if parsed is None:
@@ -104,10 +113,10 @@ def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str], schedule: st
             if r["run_dir"] not in rs.mismatched:
                 candidates.append((r, int(r.get("iterations_done") or 0)))
     for r, done in candidates:
-        frame = eval_curve(r["run_dir"])
+        frame = reader(r["run_dir"])
         if frame.empty:
             log = Path(str(r["run_dir"])) / "metrics.jsonl"
-            what = "is missing" if not log.exists() else "holds no eval events"
+            what = "is missing" if not log.exists() else f"holds no {event} events"
             notes.append(f"{log} {what}; {net} curve of run {r['run_dir']} not drawn")
             continue
         data = r.get("data_copy")
@@ -118,10 +127,13 @@ def curve_for(rs: RunSet, dataset: str, net: str, notes: list[str], schedule: st
     return None
 
 
-def figure_schedule(rs: RunSet, dataset: str, nets: list[str]) -> str | None:
+def figure_schedule(rs: RunSet, dataset: str, nets: list[str],
+                    having: Callable[[pd.Series], bool] | None = None) -> str | None:
     """The schedule a figure is drawn at when none is asked for: that of the complete run
     with the most iterations among ``nets`` (so one figure never mixes schedules), else
-    that of the longest run in progress; None without runs of these nets."""
+    that of the longest run in progress; None without runs of these nets. ``having``
+    (a test on the run's row) limits the runs considered, e.g. to runs that logged
+    gradient norms."""
     df = rs.df
     if df.empty:
         return None
@@ -130,6 +142,8 @@ def figure_schedule(rs: RunSet, dataset: str, nets: list[str]) -> str | None:
     for _, r in df.iterrows():
         sc = r.get("shortcut") if isinstance(r.get("shortcut"), str) and r.get("shortcut") else None
         if r.get("dataset") != dataset or (r.get("arch"), sc) not in keys:
+            continue
+        if having is not None and not having(r):
             continue
         status = r.get("status")
         if status not in ("complete", "running", "interrupted"):
@@ -389,17 +403,125 @@ def draw_figure4(runs_dir: Path | list[Path]) -> Drawn:
     return Drawn(4, fig, title, sorted({c.run_dir for c in used}))
 
 
-DRAWERS = {1: draw_figure1, 4: draw_figure4, 6: draw_figure6}
+GRADIENT_NETS = ("plain-20", "ResNet-20", "plain-56", "ResNet-56")
+# the parts of the net in the log's order, each with one colour in both rows
+GRADIENT_PARTS = ("conv1+bn1", "layer1", "layer2", "layer3", "fc")
+GRADIENT_KINDS = (("weight", "weights"), ("input", "input"))
 
 
-SCHEDULED = (1, 6)  # the figures drawn at one chosen schedule (``--schedule``)
+def grad_curve(run_dir: str | Path) -> pd.DataFrame:
+    """The ``grad_norms`` events of a run (:func:`resnet_repro.train.loop.fit`) as a frame
+    sorted by iteration: columns ``iteration``, ``loss`` and one per norm,
+    ``weight.<part>`` (``weight.conv1+bn1``, ``weight.layer1``, ...) and
+    ``input.<module>`` (``input.layer1``, ..., ``input.fc``); a value that is no number
+    reads NaN. Empty (no columns) for a run without such events. A corrupt line of
+    ``metrics.jsonl`` is skipped with a warning naming the file and line."""
+    rows = []
+    for e in read_metrics(Path(run_dir)):
+        if e.get("event") != "grad_norms" or not isinstance(e.get("iteration"), int):
+            continue
+        row = {"iteration": e["iteration"], "loss": e.get("loss")}
+        for kind, _ in GRADIENT_KINDS:
+            part = e.get(kind)
+            for k, v in (part.items() if isinstance(part, dict) else ()):
+                row[f"{kind}.{k}"] = v
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    for c in df.columns:
+        if c != "iteration":
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df.sort_values("iteration", kind="stable").reset_index(drop=True)
 
 
-def out_base_for(n: int, out: Path | None, schedule: str | None = None) -> Path:
+def _logged_grad_norms(row: pd.Series) -> bool:
+    """Whether a run's config asks for ``grad_norms`` events (a config from before the
+    option has no such field)."""
+    v = row.get("grad_norms_every")
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v)) and v > 0
+
+
+def draw_gradients(runs_dir: Path | list[Path], schedule: str | None = None) -> Drawn:
+    """The per-stage gradient norms of plain-20/56 and ResNet-20/56 on CIFAR-10 against
+    iterations (1e4), from the runs' ``grad_norms`` events (paper Sec. 4.1 states that the
+    plain nets' gradients "exhibit healthy norms with BN" and shows none; see
+    :mod:`resnet_repro.analysis.gradients`). Top row: the L2 norm of the loss gradient
+    w.r.t. the weights of ``conv1+bn1``, ``layer1``-``layer3`` and ``fc``; bottom row:
+    w.r.t. the tensor entering ``layer1``-``layer3`` and ``fc``. Left column 20 layers,
+    right 56; one colour per part, plain nets dashed, ResNets solid; log y axis.
+
+    The runs are chosen as for Figures 1 and 6 (:func:`curve_for`: the lowest seed of the
+    runs a table would use, a run in progress drawn thin and labelled where the schedule
+    has no complete one), at ``schedule``, or by default at that of the longest complete
+    run that logged gradient norms (:func:`figure_schedule`). A chosen run without
+    ``grad_norms`` events gives way to the next seed, with a warning."""
+    rs = RunSet.load(runs_dir)
+    notes: list[str] = []
+    nets = list(GRADIENT_NETS)
+    schedule = schedule or figure_schedule(rs, "cifar10", nets, _logged_grad_norms) or figure_schedule(
+        rs, "cifar10", nets)
+    curves = {n: c for n in nets if (c := curve_for(rs, "cifar10", n, notes, schedule, grad_curve, "grad_norms"))}
+    fig = Figure(figsize=(9, 6.6))
+    axes = fig.subplots(2, 2, sharex=True)
+    colors = {p: COLORS[i] for i, p in enumerate(GRADIENT_PARTS)}
+    for row, (kind, what) in enumerate(GRADIENT_KINDS):
+        for col, depth in enumerate((20, 56)):
+            ax = axes[row][col]
+            handles = []
+            for net, style in ((f"plain-{depth}", "--"), (f"ResNet-{depth}", "-")):
+                c = curves.get(net)
+                if c is None:
+                    continue
+                for part in GRADIENT_PARTS:
+                    column = f"{kind}.{part}"
+                    if column in c.frame:
+                        f = c.frame[c.frame[column] > 0]  # a log axis: zero or non-finite norms are not drawn
+                        f = f[np.isfinite(f[column].to_numpy(dtype=float))]
+                        _plot_net(ax, Curve(c.net, c.run_dir, c.schedule, c.iterations, f, c.data, c.done), column,
+                                  colors[part], style, 1.3, f"{net} {part}")
+                handles.append(Line2D([], [], color="0.2", linestyle=style, linewidth=1.3, label=c.label))
+            if handles:
+                ax.set_yscale("log")
+                ax.legend(handles=handles, fontsize=7, loc="upper right")
+            else:
+                _empty_note(ax, _command("cifar10-depth", schedule))
+            ax.set_xlim(left=0)
+            ax.xaxis.set_major_locator(MaxNLocator(6))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            ax.grid(True, which="major", linewidth=0.3)
+            ax.set_title(f"{depth} layers: gradient w.r.t. the {what}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("L2 norm of the gradient" + (" w.r.t. weights" if kind == "weight" else
+                                                         " w.r.t. stage input"), fontsize=8)
+            if row == 1:
+                ax.set_xlabel("iter. (1e4)")
+    used = list(curves.values())
+    for ax in axes.flat:
+        _x_to_schedule(ax, used)
+    fig.legend(handles=[Line2D([], [], color=colors[p], linewidth=2, label=p) for p in GRADIENT_PARTS],
+               loc="lower center", ncol=len(GRADIENT_PARTS), fontsize=8, frameon=False)
+    title = ("Gradient norms per stage, CIFAR-10 (paper Sec. 4.1 states they are healthy in plain nets with BN, "
+             "and shows none):\nL2 norm of the gradient of the batch-mean cross-entropy on one training mini-batch, "
+             "in the run's precision,\nw.r.t. each part's weights (top) and the tensor entering it (bottom); "
+             "dashed = plain, solid = ResNet" + _schedule_note(used, _cifar_paper_iterations()))
+    _warn(notes)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return Drawn(GRADIENTS, fig, title, sorted(c.run_dir for c in used))
+
+
+DRAWERS = {1: draw_figure1, 4: draw_figure4, 6: draw_figure6, GRADIENTS: draw_gradients}
+
+
+SCHEDULED = (1, 6, GRADIENTS)  # the figures drawn at one chosen schedule (``--schedule``)
+
+
+def out_base_for(n: int | str, out: Path | None, schedule: str | None = None) -> Path:
     """``results/figures/figureN`` by default (``figureN-SCHEDULE`` for a figure drawn at a
-    chosen schedule); a given path loses a ``.png``/``.pdf`` suffix (both files are
-    written)."""
-    name = f"figure{n}" + (f"-{schedule}" if schedule else "")
+    chosen schedule; ``gradients``, ``gradients-SCHEDULE`` for the gradient-norm figure);
+    a given path loses a ``.png``/``.pdf`` suffix (both files are written)."""
+    name = (GRADIENTS if n == GRADIENTS else f"figure{n}") + (f"-{schedule}" if schedule else "")
     if out is None:
         return DEFAULT_OUT_DIR / name
     out = Path(out)
@@ -430,16 +552,17 @@ def save(fig: Figure, base: Path, dpi: int = 150) -> list[Path]:
     return paths
 
 
-def draw(n: int, runs_dir: Path | list[Path], schedule: str | None = None) -> Drawn:
-    """Draw paper Figure ``n`` (1, 4 or 6) from the runs under ``runs_dir``; Figures 1 and
-    6 at ``schedule`` (default: see :func:`figure_schedule`).
+def draw(n: int | str, runs_dir: Path | list[Path], schedule: str | None = None) -> Drawn:
+    """Draw paper Figure ``n`` (1, 4 or 6), or the gradient-norm figure (``"gradients"``,
+    :func:`draw_gradients`), from the runs under ``runs_dir``; Figures 1 and 6 and the
+    gradients at ``schedule`` (default: see :func:`figure_schedule`).
 
     Raises:
         UserError: for another figure number (Figure 7: see :func:`figure`).
     """
     if n not in DRAWERS:
         raise UserError(f"figure {n} is not a training-curve figure; reproducible figures are "
-                        f"{', '.join(map(str, FIGURES))}")
+                        f"{', '.join(map(str, FIGURES))} and {GRADIENTS}")
     return DRAWERS[n](runs_dir, schedule) if n in SCHEDULED else DRAWERS[n](runs_dir)
 
 
@@ -455,20 +578,23 @@ def check_schedule(n: int, schedule: str | None) -> None:
     from resnet_repro.train.schedule import SCHEDULES
 
     if n not in SCHEDULED:
-        raise UserError(f"--schedule applies to Figures {' and '.join(map(str, SCHEDULED))} (CIFAR-10), not "
+        raise UserError(f"--schedule applies to Figures 1 and 6 and the {GRADIENTS} figure (CIFAR-10), not "
                         f"Figure {n}; drop --schedule")
     if schedule not in (*SCHEDULES, "custom"):
         raise UserError(f"unknown --schedule {schedule!r}; choose one of {', '.join((*SCHEDULES, 'custom'))}")
 
 
-def figure(n: int, runs_dir: Path | list[Path], out: Path | None = None, schedule: str | None = None) -> list[Path]:
-    """Rebuild paper Figure ``n`` (1, 4, 6 or 7) from stored runs as PNG and PDF.
+def figure(n: int | str, runs_dir: Path | list[Path], out: Path | None = None,
+           schedule: str | None = None) -> list[Path]:
+    """Rebuild paper Figure ``n`` (1, 4, 6 or 7), or the gradient-norm figure
+    (``"gradients"``: :func:`draw_gradients`; default file ``results/figures/gradients``),
+    from stored runs as PNG and PDF.
 
     Args:
         out: a base path (``results/figures/figure6`` -> ``.png`` and ``.pdf``) or a folder.
-        schedule: Figures 1 and 6 only: draw the runs of this schedule (``paper``,
-            ``quick``, ...), runs in progress included and labelled; the default file
-            name then ends in ``-SCHEDULE``.
+        schedule: Figures 1 and 6 and the gradients only: draw the runs of this schedule
+            (``paper``, ``quick``, ...), runs in progress included and labelled; the
+            default file name then ends in ``-SCHEDULE``.
 
     Returns:
         The written files.
@@ -478,7 +604,7 @@ def figure(n: int, runs_dir: Path | list[Path], out: Path | None = None, schedul
             exist, Figure 7 without runs that hold ``responses.json``, or an unwritable
             ``out``.
     """
-    if n in FIGURES:
+    if n in FIGURES or n == GRADIENTS:
         check_schedule(n, schedule)
         check_roots(runs_dir)
     if n == 7:
@@ -486,8 +612,9 @@ def figure(n: int, runs_dir: Path | list[Path], out: Path | None = None, schedul
 
         roots = [Path(r) for r in runs_dir] if isinstance(runs_dir, (list, tuple)) else [Path(runs_dir)]
         return figure7(roots, out_base_for(7, out))
-    if n not in FIGURES:
-        raise UserError(f"the paper's reproducible figures are {', '.join(map(str, FIGURES))}, not {n}")
+    if n not in FIGURES and n != GRADIENTS:
+        raise UserError(f"the paper's reproducible figures are {', '.join(map(str, FIGURES))} (and {GRADIENTS}: "
+                        f"the gradient norms of Sec. 4.1), not {n}")
     d = draw(n, runs_dir, schedule)
     return save(d.figure, out_base_for(n, out, schedule))
 

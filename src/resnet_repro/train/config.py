@@ -32,6 +32,9 @@ RESUME_MUTABLE = frozenset({"data_dir", "threads", "tensorboard", "checkpoint_ac
 RESUME_MUTABLE = RESUME_MUTABLE | {"init_weights"}
 # DataLoader workers (ImageNet): each image's augmentation is seeded by itself, so speed only.
 RESUME_MUTABLE = RESUME_MUTABLE | {"workers"}
+# Gradient-norm logging (train.loop, analysis.gradients) measures in a separate pass that
+# leaves the model as it was: the run's numbers are the same at any cadence, 0 included.
+RESUME_MUTABLE = RESUME_MUTABLE | {"grad_norms_every"}
 
 
 class InputNorm(BaseModel):
@@ -87,6 +90,9 @@ class RunConfig(BaseModel):
     threads: int | None = None
     device: str = "cpu"
     tensorboard: bool = False
+    # CIFAR-10: log per-stage gradient norms every N iterations (0: never; a config.json
+    # without the field comes from before the option and logged none).
+    grad_norms_every: int = Field(0, ge=0)
     # ImageNet runs (paper Sec. 3.4): sizes, lr rule, augmentation, SyncBN; None for CIFAR-10.
     imagenet: ImageNetSettings | None = None
     workers: int | None = None
@@ -253,6 +259,7 @@ def make_config(
     sync_bn: bool = False,
     init_weights: str | None = None,
     scale_lr: bool = False,
+    grad_norms_every: int | None = None,
 ) -> RunConfig:
     """Build a validated :class:`RunConfig` from CLI-level choices, resolving the
     paper's defaults: shortcut A for CIFAR nets, the warm-up for 110 layers and deeper
@@ -265,6 +272,10 @@ def make_config(
     (an imported akamaster net: ImageNet mean/std; our own runs: the per-pixel mean).
     ``scale_lr`` applies the linear-scaling rule (:func:`scaled_lr`) to ``lr`` and the
     warm-up lr: off by default, as in the paper; the config stores the lr used.
+    ``grad_norms_every`` (CIFAR-10 only) is the cadence of the ``grad_norms`` events
+    (:func:`resnet_repro.train.loop.fit`; 0: none); None takes the schedule's
+    ``eval_every``: one measurement per evaluation (1,000 iterations on the paper's
+    schedule, 250 on the quick one).
 
     Raises:
         UserError: for any invalid choice (unknown arch, schedule, precision, a net
@@ -272,6 +283,8 @@ def make_config(
     """
     if workers is not None and workers < 0:
         raise UserError(f"--workers must be >= 0, got {workers}")
+    if grad_norms_every is not None and grad_norms_every < 0:
+        raise UserError(f"--grad-norms-every must be >= 0 (0: off), got {grad_norms_every}")
     init = None
     if init_weights is not None and arch is None:  # the net comes from the file
         from resnet_repro.train.init import read_init_weights
@@ -287,6 +300,9 @@ def make_config(
         if tensorboard or checkpoint_activations or train_on != "split" or warmup == "on" or init_weights:
             raise UserError("--tensorboard, --checkpoint-activations, --train-on, --warmup and --init-weights are "
                             "options of CIFAR-10 training; drop them for --dataset imagenet")
+        if grad_norms_every:
+            raise UserError("--grad-norms-every is an option of CIFAR-10 training (the per-stage gradient norms of "
+                            "the CIFAR nets); drop it for --dataset imagenet")
 
         return make_imagenet_config(
             arch, data_dir, shortcut=shortcut, schedule=schedule, iterations=iterations, seed=seed,
@@ -351,6 +367,7 @@ def make_config(
             threads=threads,
             device=dev,
             tensorboard=tensorboard,
+            grad_norms_every=sch.eval_every if grad_norms_every is None else grad_norms_every,
             init_weights=None if init is None else str(init_weights),
             init_weights_sha256=None if init is None else init.sha256,
             input_norm=None if init is None else init.input_norm,

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_repro import runs
+from resnet_repro.analysis.gradients import stage_grad_norms
 from resnet_repro.data.augment import pad_crop_flip, to_float
 from resnet_repro.data.cifar import load_cifar10, split_digest, split_indices, store_split
 from resnet_repro.errors import UserError
@@ -154,14 +155,25 @@ def tensorboard_writer_class():
 
 def tensorboard_log(writer, ev: dict) -> None:
     """Write the numeric fields of one metrics.jsonl event as TensorBoard scalars
-    ``<event>/<field>`` (e.g. ``eval/test_error``) at step ``iteration``; ``resume`` and
-    ``end`` events are bookkeeping, not curves, so a resumed run shows the points of an
-    uninterrupted one."""
+    ``<event>/<field>`` (e.g. ``eval/test_error``; a field holding a dict of numbers, as
+    the ``grad_norms`` event's ``weight`` and ``input``, gives ``<event>/<field>/<key>``,
+    e.g. ``grad_norms/input/layer2``) at step ``iteration``; ``resume`` and ``end`` events
+    are bookkeeping, not curves, so a resumed run shows the points of an uninterrupted one."""
     if ev.get("event") in ("resume", "end"):
         return
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     for k, v in ev.items():
-        if k not in ("event", "iteration") and isinstance(v, (int, float)) and not isinstance(v, bool):
+        if k in ("event", "iteration"):
+            continue
+        if number(v):
             writer.add_scalar(f"{ev['event']}/{k}", v, ev["iteration"])
+        elif isinstance(v, dict):
+            for sub, w in v.items():
+                if number(w):
+                    writer.add_scalar(f"{ev['event']}/{k}/{sub}", w, ev["iteration"])
 
 
 def build_model(cfg: RunConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.nn.Module]:
@@ -506,6 +518,19 @@ def fit(
     lr 0.1 divided by 10 at the schedule's milestones, the 0.01 warm-up for 110+ layers,
     4-pixel pad / random crop / flip augmentation, per-pixel mean subtraction.
 
+    Gradient norms (paper Sec. 4.1; ``cfg.grad_norms_every`` = N > 0): at every iteration
+    k < ``cfg.iterations`` with k % N == 0, k = 0 (the initial weights) included, the loop
+    logs ``{"event": "grad_norms", "iteration": k, "loss": ..., "weight": {...},
+    "input": {...}}`` right after the k-th step, before that iteration's ``train`` and
+    ``eval`` events and checkpoint: the per-stage norms of the gradient on the mini-batch
+    of the (k+1)-th step at the weights after k steps
+    (:func:`resnet_repro.analysis.gradients.stage_grad_norms`: a separate forward and
+    backward pass of the uncompiled module in the run's precision, BN statistics put
+    back). The step itself is untouched, so metrics and weights equal those of the same
+    run without the events, bit for bit; the measurement's time counts in ``train_s``.
+    The event is logged like the others: a checkpoint at k holds it in its log position,
+    and a resume from an earlier one cuts it back with the log and logs it again.
+
     Args:
         cfg: the validated run config.
         run_dir: the run directory (created if missing).
@@ -637,10 +662,20 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
     win_loss += win[0]
     win_wrong += int(win[1])
     win_n = win[2]
+    def grad_norms(at: int) -> None:
+        """The grad_norms event of iteration ``at`` where the cadence asks for one: the
+        weights after ``at`` steps, on the mini-batch of the next step (made again by the
+        next iteration: a pure function of seed and iteration)."""
+        if cfg.grad_norms_every and at % cfg.grad_norms_every == 0 and at < cfg.iterations:
+            xb, yb = train_batch(data, order, cfg, at)
+            log({"event": "grad_norms", "iteration": at, **stage_grad_norms(model, xb, yb, cfg.precision)})
+
     step_t0 = time.perf_counter()
     it = start
     try:
         model.train()
+        if start == 0:  # (a resume finds the event of its start in the log)
+            grad_norms(0)
         while it < cfg.iterations:
             lr = lr_at(it, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.warmup_lr if warmup_active else None)
             for g in opt.param_groups:
@@ -652,6 +687,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
             win_n += len(y)
             it += 1
             emit({"event": "step", "iteration": it, "lr": lr})
+            grad_norms(it)
 
             if it % cfg.log_every == 0 or it == cfg.iterations:
                 if dev.type == "cuda":

@@ -230,3 +230,10 @@ def test_cifar100_runs_never_join_cifar10_cells(tmp_path):
     assert (r100["n"], r100["mean"], r100["best"]) == (2, 46.0, 45.0)
     assert "train --dataset cifar100 --arch resnet32" in t100.frame[t100.frame["net"] == "ResNet-32"].iloc[0][
         "our error (%)"]
+    from resnet_repro.report.report import build_report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = build_report(root, tmp_path / "REPORT.md")["report"].read_text()
+    assert "### CIFAR-100 test error of the nets of Table 6 (not in the paper)" in text
+    assert "46.00 ± 1.41 (n=2)" in text

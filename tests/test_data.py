@@ -163,6 +163,6 @@ def test_a_tampered_batch_file_cannot_run_code(tmp_path):
             return (os.system, (f"touch {marker}",))
 
     (d / "data_batch_3").write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}))
-    with pytest.raises(UserError, match="not allowed in a CIFAR-10 batch file"):
+    with pytest.raises(UserError, match="not allowed in a CIFAR batch file"):
         load_cifar10(tmp_path / "src")
     assert not marker.exists()

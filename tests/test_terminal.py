@@ -161,7 +161,8 @@ def test_top_level_and_train_help_content(capsys, monkeypatch):
     assert "-a, --arch ARCH" in train and "-d, --data-dir DATA_DIR" in train
     assert "--resume " in train and "--resume RESUME" not in train  # a flag shows no metavar
     assert "--channels-last / --no-channels-last" in train
-    assert "[default: split]" in train  # defaults shown, never split over two lines
+    assert "[default: runs]" in train and "[default: 0.1]" in train  # defaults shown, never split over two lines
+    assert "protocol; the default); all: train on 50k" in train  # --train-on: split unless a preset implies all
     assert re.search(r"^\s+resnet-repro train --arch resnet20 --schedule quick --data-dir \\$", train, re.M)
 
 

@@ -66,6 +66,7 @@ def arch(
 
 # ---------------------------------------------------------------------------- train
 DEFAULT_DATA = "data/cifar10"
+DEFAULT_CIFAR100_DATA = "data/cifar100"
 DEFAULT_IMAGENET_DATA = "data/imagenet"
 
 
@@ -95,9 +96,9 @@ def train(
     ),
     schedule: str | None = typer.Option(
         None, "--schedule",
-        help="CIFAR-10 (default quick): paper (64k iterations, drops at 32k/48k), quick (4k, drops at 2k/3k: 1/16 of the paper's), smoke (30; tests). ImageNet (default paper): paper (lr /10 on val plateaus, up to 600k), fixed (drops at 150k/300k), smoke (8 iterations, 64-px crops; tests).",
+        help="CIFAR (default quick): paper (64k iterations, drops at 32k/48k), quick (4k, drops at 2k/3k: 1/16 of the paper's), smoke (30; tests); presets of other reproductions, not the paper's protocol (all 50k training images, best test epoch reported): akamaster (200 epochs of 391 iterations, drops at 39,100/58,650), fb (fb.resnet.torch: 164 epochs, drops at 31,280/47,311). ImageNet (default paper): paper (lr /10 on val plateaus, up to 600k), fixed (drops at 150k/300k), smoke (8 iterations, 64-px crops; tests).",
     ),
-    dataset: str | None = typer.Option(None, "--dataset", help="cifar10 (Sec. 4.2) or imagenet (Sec. 3.4; multi-GPU with torchrun). Default: the net's own, CIFAR-10 for 6n+2 layers, ImageNet for 18 to 152."),
+    dataset: str | None = typer.Option(None, "--dataset", help="cifar10 (Sec. 4.2), cifar100 (the same nets with 100 classes; not in the paper) or imagenet (Sec. 3.4; multi-GPU with torchrun). Default: the net's own, CIFAR-10 for 6n+2 layers, ImageNet for 18 to 152."),
     workers: int | None = typer.Option(None, "--workers", help="ImageNet: DataLoader worker processes per training process (default: the node's cores / processes, at most 16)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="ImageNet under torchrun: batch normalisation over the global batch (default: per process, as with the paper's 8 GPUs)."),
     iterations: int | None = typer.Option(
@@ -105,14 +106,14 @@ def train(
     ),
     data_dir: str | None = typer.Option(
         None, "--data-dir", "-d",
-        help="CIFAR-10: cifar-10-batches-py, cifar-10-python.tar.gz, or an image-folder tree/tar(.gz) with train/ and test/ (default $RESNET_REPRO_DATA or data/cifar10). ImageNet: a folder DIR with DIR/train/<wnid>/ and DIR/val/<wnid>/ (default data/imagenet).",
+        help="CIFAR-10: cifar-10-batches-py, cifar-10-python.tar.gz, or an image-folder tree/tar(.gz) with train/ and test/ (default $RESNET_REPRO_DATA or data/cifar10). CIFAR-100: cifar-100-python, cifar-100-python.tar.gz, or an image-folder tree/tar(.gz) of 100 classes (default data/cifar100). ImageNet: a folder DIR with DIR/train/<wnid>/ and DIR/val/<wnid>/ (default data/imagenet).",
     ),
-    download: bool = typer.Option(False, "--download", help="Download the original CIFAR-10 into --data-dir through torchvision if it is not there."),
+    download: bool = typer.Option(False, "--download", help="Download the original CIFAR-10 (or CIFAR-100) into --data-dir through torchvision if it is not there."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of run directories."),
-    name: str | None = typer.Option(None, "--name", help="Run directory name (default e.g. resnet20-A-quick-s0)."),
+    name: str | None = typer.Option(None, "--name", help="Run directory name (default e.g. resnet20-A-quick-s0; CIFAR-100: resnet20-A-cifar100-quick-s0)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the init, batch order and augmentation; a CPU run is repeatable."),
     resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run from its newest checkpoint (exactly)."),
-    train_on: str = typer.Option("split", "--train-on", help="split: 45k train / 5k val (the paper's protocol); all: train on 50k."),
+    train_on: str | None = typer.Option(None, "--train-on", help="split: 45k train / 5k val (the paper's protocol; the default); all: train on 50k (implied by the akamaster and fb presets, which refuse split)."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast where native: AVX512-BF16/AMX CPUs, recent GPUs), fp32, bf16."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default on: faster with oneDNN on CPU and with cuDNN on GPU)."),
@@ -128,12 +129,16 @@ def train(
     grad_norms_every: int | None = typer.Option(None, "--grad-norms-every", help=GRAD_NORMS_HELP),
     init_weights: Path | None = typer.Option(None, "--init-weights", help="CIFAR-10: start from these weights instead of He initialisation (fine-tuning): a file of `resnet-repro import-weights` or a CIFAR run's checkpoints/final.pt. Its sha256 goes into config.json; --arch defaults to its net, and the run normalises inputs as the weights were trained (akamaster: ImageNet mean/std)."),
 ) -> None:
-    """Train one plain or residual net on CIFAR-10 (paper Sec. 4.2) or ImageNet (Sec. 3.4,
-    --dataset imagenet) into a run directory.
+    """Train one plain or residual net on CIFAR-10 (paper Sec. 4.2), CIFAR-100 (--dataset
+    cifar100) or ImageNet (Sec. 3.4, --dataset imagenet) into a run directory.
 
     Examples:
 
       resnet-repro train --arch resnet20 --schedule quick --data-dir ../shared/data/cifar10-jpeg.tar.gz
+
+      resnet-repro train --dataset cifar100 --arch resnet20 --data-dir data/cifar100 --download
+
+      resnet-repro train --arch resnet20 --schedule akamaster --data-dir data/cifar10
 
       resnet-repro train --arch resnet56 --shortcut B --seed 1 --resume
 
@@ -155,7 +160,8 @@ def train(
             fail("missing --arch; e.g. --arch resnet20 (see `resnet-repro train --help`)")
         if arch_name:  # an ImageNet net trains on ImageNet (--init-weights: CIFAR-10, the file's net)
             dataset = resolve_dataset(arch_name, dataset)
-        default_dir = _default_data_dir() if dataset in (None, "cifar10") else DEFAULT_IMAGENET_DATA
+        default_dir = (_default_data_dir() if dataset in (None, "cifar10") else DEFAULT_CIFAR100_DATA
+                       if dataset == "cifar100" else DEFAULT_IMAGENET_DATA)
         cfg = make_config(
             arch_name, data_dir or default_dir, shortcut=shortcut, schedule=schedule,
             iterations=iterations, seed=seed, train_on=train_on, precision=precision, device=device,
@@ -257,12 +263,14 @@ def table(
     runs_dir: list[Path] | None = typer.Option(None, "--runs", "-r", help=RUNS_HELP),
     fmt: str = typer.Option("rich", "--format", "-f", help="rich (terminal), markdown, csv or latex."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="Also write the table (markdown/csv/latex) to this file."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Table 6 only: cifar10 (the paper's; default) or cifar100 (the same nets on CIFAR-100, a table of its own: the paper reports no CIFAR-100 numbers)."),
 ) -> None:
     """Rebuild paper Table N from logged runs, with the paper's numbers beside ours.
 
-    Tables 2-4 read ImageNet runs' evaluations, Table 6 CIFAR-10 runs; Table 1 is
-    measured from the code; Tables 5, 7 and 8 show the paper's values only. Cells
-    without runs say which command would fill them.
+    Tables 2-4 read ImageNet runs' evaluations, Table 6 CIFAR-10 runs (--dataset
+    cifar100: CIFAR-100 runs, in a table of their own); Table 1 is measured from the
+    code; Tables 5, 7 and 8 show the paper's values only. Cells without runs say which
+    command would fill them.
     """
     import warnings
 
@@ -280,7 +288,7 @@ def table(
     runs_dir = default_roots(runs_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        t = get_table(number, runs_dir)
+        t = get_table(number, runs_dir, dataset)
     for w in caught:
         err_console.print(f"warning: {w.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     if fmt == "rich":
@@ -677,7 +685,7 @@ def evaluate(
     run_old: Path | None = typer.Option(None, "--run", hidden=True, help="Old spelling of --run-dir (torchrun refuses it: an abbreviation of its --run-path)."),
     weights: Path | None = typer.Option(None, "--weights", help="Weights from `resnet-repro import-weights` (or a run's final.pt); ImageNet needs --arch, CIFAR-10 reads the net from the file."),
     arch_name: str | None = typer.Option(None, "--arch", help="The net of --weights, e.g. resnet50 (CIFAR-10: optional, checked against the file)."),
-    dataset: str | None = typer.Option(None, "--dataset", help="imagenet (Tables 2-4 protocols) or cifar10 (test error over the 10,000 test images, one view each); default: the run's or the file's (a CIFAR net: cifar10), else imagenet."),
+    dataset: str | None = typer.Option(None, "--dataset", help="imagenet (Tables 2-4 protocols), cifar10 (test error over the 10,000 test images, one view each) or cifar100 (the same on CIFAR-100); default: the run's or the file's (a CIFAR net: cifar10, or cifar100 for 100 outputs), else imagenet."),
     protocol: str | None = typer.Option(None, "--protocol", "-p", help="ImageNet: center (Fig. 4 curves), 10crop (default; Tables 2, 3) or multiscale (Table 4: shorter sides 224..640, scores averaged)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", "-d", help="ImageNet: image folders with val/<wnid>/ (train/ not needed). CIFAR-10: any form train reads (default for --run: the run's own)."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="Results file (default RUN/eval-<protocol>.json or WEIGHTS.eval-<protocol>.json; CIFAR-10: eval-cifar10.json, e.g. results/cifar10-reference/NAME.json for Table 6)."),
@@ -714,13 +722,13 @@ def evaluate(
     run = run if run is not None else run_old
     if dataset is None:
         dataset = _dataset_of(run, weights)
-    if dataset not in ("imagenet", "cifar10"):
-        fail(f"unknown --dataset {dataset!r}; choose imagenet or cifar10")
-    if dataset == "cifar10":
+    if dataset not in ("imagenet", "cifar10", "cifar100"):
+        fail(f"unknown --dataset {dataset!r}; choose imagenet, cifar10 or cifar100")
+    if dataset in ("cifar10", "cifar100"):
         if protocol is not None or workers is not None:
-            fail("--protocol and --workers are ImageNet options; CIFAR-10 is evaluated on one view of each test image")
+            fail("--protocol and --workers are ImageNet options; CIFAR is evaluated on one view of each test image")
         _evaluate_cifar(run, weights, arch_name, data_dir, out_file, normalization, batch_size, threads, device,
-                        precision, images)
+                        precision, images, dataset)
         return
     if normalization != "auto" or threads is not None:
         fail("--normalization and --threads are CIFAR-10 options (--dataset cifar10)")
@@ -759,8 +767,10 @@ def evaluate(
 
 
 def _dataset_of(run: Path | None, weights: Path | None) -> str:
-    """``evaluate`` without ``--dataset``: ``cifar10`` for a CIFAR run or a file holding a
-    CIFAR net, else ``imagenet`` (unreadable inputs are left to the evaluation's errors)."""
+    """``evaluate`` without ``--dataset``: the data set of a CIFAR run (``cifar10`` or
+    ``cifar100``), ``cifar10`` for a file holding a CIFAR net (``cifar100`` where it has
+    100 outputs), else ``imagenet`` (unreadable inputs are left to the evaluation's
+    errors)."""
     from resnet_repro.models.registry import spec as arch_spec
 
     try:
@@ -768,21 +778,25 @@ def _dataset_of(run: Path | None, weights: Path | None) -> str:
             from resnet_repro.runs import read_json
 
             conf = (read_json(run / "config.json") or {}).get("config") or {}
-            return "cifar10" if conf.get("dataset", "imagenet") == "cifar10" else "imagenet"
+            ds = conf.get("dataset", "imagenet")
+            return ds if ds in ("cifar10", "cifar100") else "imagenet"
         if weights is not None and weights.is_file():
             from resnet_repro.models.convert import _torch_load
 
             obj = _torch_load(weights)
             arch = obj.get("arch") if isinstance(obj, dict) else None
-            return "cifar10" if isinstance(arch, str) and arch_spec(arch).family == "cifar" else "imagenet"
+            if not (isinstance(arch, str) and arch_spec(arch).family == "cifar"):
+                return "imagenet"
+            return "cifar100" if obj.get("num_classes") == 100 else "cifar10"
     except (UserError, AttributeError, TypeError):
         pass
     return "imagenet"
 
 
 def _evaluate_cifar(run, weights, arch_name, data_dir, out_file, normalization, batch_size, threads, device,
-                    precision, images) -> None:
-    """``evaluate --dataset cifar10``: progress bar, the normalisation used, warnings, result."""
+                    precision, images, dataset: str = "cifar10") -> None:
+    """``evaluate --dataset cifar10`` (or ``cifar100``): progress bar, the normalisation
+    used, warnings, result."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -793,7 +807,7 @@ def _evaluate_cifar(run, weights, arch_name, data_dir, out_file, normalization, 
 
     from resnet_repro.evaluate_cifar import evaluate_cifar, result_line
 
-    prog = Progress(TextColumn("[bold]cifar10 test"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    prog = Progress(TextColumn(f"[bold]{dataset} test"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=console)
     task = prog.add_task("eval", total=None)
     started = []
@@ -810,7 +824,7 @@ def _evaluate_cifar(run, weights, arch_name, data_dir, out_file, normalization, 
             run_dir=None if run is None else str(run), arch=arch_name,
             out=None if out_file is None else str(out_file), normalization=normalization, precision=precision,
             device=device, threads=threads, images=images, batch_size=batch_size or 500,
-            on_start=on_start, on_batch=lambda k: prog.advance(task, k))
+            on_start=on_start, on_batch=lambda k: prog.advance(task, k), dataset=dataset)
     finally:
         if started:
             prog.stop()

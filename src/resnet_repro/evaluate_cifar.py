@@ -1,4 +1,8 @@
-"""CIFAR-10 test error of a weights file or a finished run (``resnet-repro evaluate --dataset cifar10``).
+"""CIFAR-10 (or CIFAR-100) test error of a weights file or a finished run (``resnet-repro
+evaluate --dataset cifar10``, ``--dataset cifar100``).
+
+CIFAR-100 runs and their checkpoints (100 outputs) are evaluated the same way on the
+CIFAR-100 test set, into ``eval-cifar100.json`` records (``dataset`` ``cifar100``).
 
 One view of each test image (paper Sec. 4.2), all 10,000 by default, fp32 by default,
 the net in eval mode. The inputs are normalised as the weights were trained, by default:
@@ -73,6 +77,7 @@ class CifarNet:
     data_dir: str | None = None
     data_checksum: str | None = None
     notes: list[str] = field(default_factory=list)
+    dataset: str = "cifar10"
 
 
 def _norm_key(mean: list[float] | None, std: list[float] | None) -> str:
@@ -99,13 +104,16 @@ def _recorded(pre: Any) -> tuple[list[float] | None, list[float] | None, str] | 
     return mean, std, str(pre.get("name") or "")
 
 
-def load_weights_net(weights: str | os.PathLike, arch: str | None = None) -> CifarNet:
-    """A CIFAR-10 net from a file of ``import-weights`` or a CIFAR run's checkpoint.
+def load_weights_net(weights: str | os.PathLike, arch: str | None = None, dataset: str | None = None) -> CifarNet:
+    """A CIFAR-10 net from a file of ``import-weights`` or a CIFAR run's checkpoint (a
+    CIFAR-100 net: 100 outputs, ``dataset`` None or ``"cifar100"``).
 
     Raises:
-        UserError: unreadable file, not one of those formats, an ImageNet net, or
-            ``arch`` given and not the file's net.
+        UserError: unreadable file, not one of those formats, an ImageNet net,
+            ``arch`` given and not the file's net, or outputs that are not the classes of
+            ``dataset`` (10 for CIFAR-10, 100 for CIFAR-100).
     """
+    from resnet_repro.data.cifar import NUM_CLASSES
     from resnet_repro.fsio import sha256_file
     from resnet_repro.models import build
     from resnet_repro.models.convert import IMPORT_FORMAT, _torch_load
@@ -131,9 +139,15 @@ def load_weights_net(weights: str | os.PathLike, arch: str | None = None) -> Cif
         raise UserError(f"{path} holds {s.name}, an ImageNet net; evaluate it with --dataset imagenet")
     if arch is not None and spec(arch).name != s.name:
         raise UserError(f"{path} holds {s.name}, not {spec(arch).name}; pass --arch {s.name} (or drop --arch)")
-    if classes != 10:
-        raise UserError(f"{path} has {classes} outputs; CIFAR-10 has 10 classes")
-    model = build(s.name, shortcut if s.residual else None, num_classes=10)
+    if dataset is None:
+        dataset = "cifar100" if classes == 100 else "cifar10"
+    want = NUM_CLASSES.get(dataset)
+    if classes != want:
+        name = "CIFAR-100" if dataset == "cifar100" else "CIFAR-10"
+        raise UserError(f"{path} has {classes} outputs; {name} has {want} classes"
+                        + ("" if classes not in NUM_CLASSES.values() else
+                           f" (evaluate it with --dataset {'cifar100' if classes == 100 else 'cifar10'})"))
+    model = build(s.name, shortcut if s.residual else None, num_classes=classes)
     try:
         model.load_state_dict(sd)
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -146,15 +160,16 @@ def load_weights_net(weights: str | os.PathLike, arch: str | None = None) -> Cif
             "source": obj.get("source") if fmt == "import-weights" else None, "provenance": prov}
     origin = ("the weights' own, recorded in the file" if rec is not None
               else "not recorded in the file: the per-pixel mean, as our runs train")
-    return CifarNet(model, s.name, shortcut, own, mean, std, name, info, origin=origin)
+    return CifarNet(model, s.name, shortcut, own, mean, std, name, info, origin=origin, dataset=dataset)
 
 
 def load_run_net(run_dir: str | os.PathLike, data_dir: str | None = None) -> CifarNet:
-    """The final net of a CIFAR-10 run with its own normalisation (its per-pixel training
-    mean, computed from the run's split of its data, or its ``input_norm``).
+    """The final net of a CIFAR-10 (or CIFAR-100) run with its own normalisation (its
+    per-pixel training mean, computed from the run's split of its data, or its
+    ``input_norm``).
 
     Raises:
-        UserError: not a finished CIFAR-10 run, or data other than the run's.
+        UserError: not a finished CIFAR run, or data other than the run's.
     """
     from resnet_repro.analysis.responses import _check_run
     from resnet_repro.models import build
@@ -162,12 +177,12 @@ def load_run_net(run_dir: str | os.PathLike, data_dir: str | None = None) -> Cif
     from resnet_repro.train.loop import prepare_data
 
     run = Path(run_dir)
-    cfg, ckpt, sha = _check_run(run)
+    cfg, ckpt, sha = _check_run(run, datasets=("cifar10", "cifar100"))
     try:
         state = checkpoint.load_verified(ckpt, sha, map_location="cpu")
     except ValueError as exc:
         raise UserError(f"{run}: unusable final checkpoint ({exc}); train the run again") from None
-    model = build(cfg.arch, cfg.shortcut, num_classes=10, stride_on=cfg.stride_on)
+    model = build(cfg.arch, cfg.shortcut, num_classes=cfg.num_classes, stride_on=cfg.stride_on)
     model.load_state_dict(state["model"])
     cfg_here = cfg.model_copy(update={"device": "cpu", **({"data_dir": str(data_dir)} if data_dir else {})})
     data = prepare_data(cfg_here)
@@ -183,7 +198,7 @@ def load_run_net(run_dir: str | os.PathLike, data_dir: str | None = None) -> Cif
     return CifarNet(model, cfg.arch, cfg.shortcut, _norm_key(mean, std), mean, std, name, info,
                     pixel_mean=data.mean if cfg.input_norm is None else None, origin="the run's own",
                     data_dir=cfg_here.data_dir,
-                    data_checksum=cfg.data_checksum)
+                    data_checksum=cfg.data_checksum, dataset=cfg.dataset)
 
 
 def _describe(key: str, mean: Any, std: Any, name: str, n_train: int | None) -> dict[str, Any]:
@@ -197,15 +212,15 @@ def _describe(key: str, mean: Any, std: Any, name: str, n_train: int | None) -> 
 
 def default_out(net: CifarNet, precision: str, normalization: str, images: int | None) -> Path:
     """``WEIGHTS.eval-cifar10[-SUFFIX].json`` or ``RUN/eval-cifar10[-SUFFIX].json`` (see the
-    module docstring)."""
+    module docstring; ``eval-cifar100`` for a CIFAR-100 net)."""
     suffix = "" if precision == "fp32" else f"-{precision}"
     if normalization != "auto":
         suffix += f"-norm-{normalization}"
     if images is not None:
         suffix += f"-images{images}"
     if net.weights.get("format") == "run":
-        return Path(net.weights["run"]) / f"eval-cifar10{suffix}.json"
-    return Path(f"{net.weights['path']}.eval-cifar10{suffix}.json")
+        return Path(net.weights["run"]) / f"eval-{net.dataset}{suffix}.json"
+    return Path(f"{net.weights['path']}.eval-{net.dataset}{suffix}.json")
 
 
 def evaluate_cifar(
@@ -222,10 +237,13 @@ def evaluate_cifar(
     batch_size: int = 500,
     on_start: Callable[[int, dict], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    dataset: str | None = None,
 ) -> tuple[dict, Path, list[str]]:
-    """Evaluate a CIFAR-10 net on the test set and write its record.
+    """Evaluate a CIFAR-10 (or CIFAR-100) net on the test set and write its record.
 
     Args:
+        dataset: ``cifar10`` or ``cifar100``; None: the run's, or the file's net's (100
+            outputs: CIFAR-100). Another than the net's is an error.
         data_dir: CIFAR-10 in any form :func:`resnet_repro.data.cifar.load_cifar10`
             reads; for ``run_dir`` None means the run's own ``data_dir``.
         normalization: ``auto`` (the weights' own), ``imagenet`` (per-channel ImageNet
@@ -246,7 +264,7 @@ def evaluate_cifar(
     """
     from resnet_repro import __version__
     from resnet_repro.data.augment import to_float
-    from resnet_repro.data.cifar import load_cifar10
+    from resnet_repro.data.cifar import NUM_CLASSES, load_cifar
     from resnet_repro.fsio import atomic_write_json, unwritable_reason
     from resnet_repro.models import count_params
     from resnet_repro.models.convert import IMAGENET_MEAN, IMAGENET_STD
@@ -272,18 +290,23 @@ def evaluate_cifar(
     dev_name = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
-    net = load_weights_net(weights, arch) if weights is not None else load_run_net(run_dir, data_dir)
+    if dataset not in (None, *NUM_CLASSES):
+        raise UserError(f"unknown --dataset {dataset!r} for a CIFAR net; choose cifar10 or cifar100")
+    net = load_weights_net(weights, arch, dataset) if weights is not None else load_run_net(run_dir, data_dir)
+    if dataset is not None and net.dataset != dataset:  # a run (a file's outputs were checked on loading)
+        raise UserError(f"{run_dir} is a {net.dataset} run; evaluate it with --dataset {net.dataset} (or leave "
+                        "--dataset out)")
     data_dir = data_dir or net.data_dir
     path = Path(out) if out is not None else default_out(net, precision, normalization, images)
     why = unwritable_reason(path)
     if why is not None:
         raise UserError(f"cannot write {path} ({why}); choose a writable --out")
-    arrays = load_cifar10(data_dir)
+    arrays = load_cifar(net.dataset, data_dir)
     if net.data_checksum and arrays.checksum != net.data_checksum:
         raise UserError(f"the data at {data_dir} differs from the run's (checksum {arrays.checksum[:12]} vs "
                         f"{net.data_checksum[:12]}); point --data-dir at the copy the run used")
-    if len(arrays.classes) != 10:
-        raise UserError(f"{data_dir} has {len(arrays.classes)} classes; CIFAR-10 has 10")
+    if len(arrays.classes) != NUM_CLASSES[net.dataset]:
+        raise UserError(f"{data_dir} has {len(arrays.classes)} classes; {net.dataset} has {NUM_CLASSES[net.dataset]}")
 
     own = net.own_norm or "pixel-mean"
     use = own if normalization == "auto" else normalization
@@ -342,7 +365,7 @@ def evaluate_cifar(
     n = len(x)
     record = {
         "format": RECORD_FORMAT,
-        "dataset": "cifar10", "split": "test", "view": "single view of each image (paper Sec. 4.2)",
+        "dataset": net.dataset, "split": "test", "view": "single view of each image (paper Sec. 4.2)",
         "test_error": round(100.0 * wrong / n, 4), "wrong": wrong, "images": n, "images_total": len(arrays.test_x),
         "subset": images,
         "net": {"arch": net.arch, "shortcut": net.shortcut, "params": count_params(model)},

@@ -7,6 +7,11 @@ original CIFAR-10 test set. They are a yardstick for a data copy and an evaluati
 (``resnet-repro import-weights --from akamaster``, ``resnet-repro evaluate --dataset
 cifar10``, the reference block under Table 6), never values of He et al. 2015, which
 live in :mod:`resnet_repro.paper`.
+
+``refdata/recipes-cifar10.json`` holds the CIFAR-10 training recipes of two public
+reproductions (akamaster/pytorch_resnet_cifar10 and facebookarchive/fb.resnet.torch),
+each fact with the file it was read from: the ``--schedule akamaster`` and ``--schedule
+fb`` presets (:mod:`resnet_repro.train.schedule`) are built from it (:func:`recipe`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from importlib import resources
 from typing import Any
 
 DATA_FILE = "refdata/akamaster-cifar10.json"
+RECIPES_FILE = "refdata/recipes-cifar10.json"
 
 
 @lru_cache(maxsize=1)
@@ -51,3 +57,22 @@ def identify(sha256: str) -> tuple[str, str] | None:
             if ck.get("sha256") == sha256:
                 return name, arch
     return None
+
+
+@lru_cache(maxsize=1)
+def recipes() -> dict[str, dict[str, Any]]:
+    """``{preset: recipe}`` of ``refdata/recipes-cifar10.json`` (``akamaster``, ``fb``)."""
+    return json.loads(resources.files("resnet_repro").joinpath(RECIPES_FILE).read_text())["presets"]
+
+
+def recipe(name: str) -> dict[str, Any]:
+    """One public recipe: ``epochs``, ``batch``, ``lr``, ``lr_gamma``,
+    ``drop_after_epochs`` (the lr is divided by ``1/lr_gamma`` after that many complete
+    epochs), ``momentum``, ``nesterov``, ``weight_decay``, ``train_images``,
+    ``drop_last``, ``warmup`` (None, or ``nets``, ``lr``, ``epochs``), ``reported``,
+    ``name``, ``url``, ``read_from`` (where each fact comes from).
+
+    Raises:
+        KeyError: for a name not in the file.
+    """
+    return recipes()[name]

@@ -26,10 +26,12 @@ version; a table must not show it. :func:`check_run` compares:
 * **evaluation files** (``eval-<protocol>.json``, read by Tables 2-4): errors are
   percentages, top-5 no higher than top-1, a positive image count
   (:func:`eval_file_problems`).
-* **config and schedule.** A CIFAR-10 run's ``iterations``, ``lr_milestones``,
-  ``eval_every``, ``log_every`` and ``eval_subset`` are those of the schedule it names
-  (:func:`resnet_repro.train.schedule.get_schedule`; ``custom``: the paper's shape at
-  its length), so that a table's schedule column says what the run did.
+* **config and schedule.** A CIFAR-10 or CIFAR-100 run's ``iterations``,
+  ``lr_milestones``, ``eval_every``, ``log_every`` and ``eval_subset`` are those of the
+  schedule it names (:func:`resnet_repro.train.schedule.get_schedule`; ``custom``: the
+  paper's shape at its length; a preset such as ``akamaster``: its epochs of 391
+  iterations, ``train_on`` ``all`` and, with the warm-up, its fixed length), so that a
+  table's schedule column says what the run did.
 
 **Runs in progress** (summary ``running`` or ``interrupted``, e.g. a 64k-iteration run
 copied into ``results/`` part-way) pass when what they have logged so far agrees: the
@@ -111,25 +113,29 @@ def _milestones_text(cfg: dict) -> str:
 # ---------------------------------------------------------------------------- config vs schedule
 def _schedule_problems(cfg: dict) -> list[Disagreement]:
     from resnet_repro.errors import UserError
-    from resnet_repro.train.schedule import SCHEDULES, get_schedule
+    from resnet_repro.train.schedule import PRESETS, SCHEDULES, get_schedule, named_schedule
 
-    if cfg.get("dataset", "cifar10") not in (None, "cifar10"):
+    if cfg.get("dataset", "cifar10") not in (None, "cifar10", "cifar100"):
         return []
     name = cfg.get("schedule")
     try:
-        if name in SCHEDULES:
-            want = SCHEDULES[name]
+        if named_schedule(name) is not None:
+            want = named_schedule(name)
         elif name == "custom" and _int(cfg.get("iterations")) is not None:
             want = get_schedule(iterations=cfg["iterations"])
         else:
-            return [Disagreement("config.json", "schedule", f"{_fmt(name)} is not a CIFAR-10 schedule "
-                                 f"({', '.join(SCHEDULES)} or custom)")]
+            return [Disagreement("config.json", "schedule", f"{_fmt(name)} is not a CIFAR schedule "
+                                 f"({', '.join((*SCHEDULES, *PRESETS))} or custom)")]
     except UserError as exc:
         return [Disagreement("config.json", "iterations", str(exc))]
     expected = {"iterations": want.iterations, "lr_milestones": list(want.milestones), "eval_every": want.eval_every,
                 "log_every": want.log_every, "eval_subset": want.eval_subset}
+    if want.preset:
+        expected["train_on"] = "all"
     if cfg.get("warmup"):
         expected["warmup_max_iterations"] = want.warmup_max_iterations
+        if want.warmup_iterations is not None:
+            expected["warmup_until_train_error"] = want.warmup_until_train_error
     out = []
     for k, v in expected.items():
         got = cfg.get(k)
@@ -416,8 +422,8 @@ def check_files(run_dir: Path | str) -> list[Disagreement]:
 def eval_file_problems(run_dir: Path) -> list[Disagreement]:
     """What is wrong with a run's ``eval-<protocol>.json`` files (Tables 2-4 read them):
     ``top1_error`` and ``top5_error`` must be percentages with top-5 no higher than top-1
-    (a top-5 miss is a top-1 miss); a CIFAR-10 record (``eval-cifar10.json``, ``dataset``
-    cifar10) has one ``test_error``, a percentage; ``images`` (where present) a positive count. An
+    (a top-5 miss is a top-1 miss); a CIFAR-10 or CIFAR-100 record (``eval-cifar10.json``,
+    ``eval-cifar100.json``) has one ``test_error``, a percentage; ``images`` (where present) a positive count. An
     unreadable file is warned about by the tables themselves."""
     from resnet_repro import runs
 
@@ -426,7 +432,7 @@ def eval_file_problems(run_dir: Path) -> list[Disagreement]:
         obj = runs.read_json(f)
         if obj is None:
             continue
-        if obj.get("dataset") == "cifar10":  # a CIFAR-10 record (evaluate --dataset cifar10): one test error
+        if obj.get("dataset") in ("cifar10", "cifar100"):  # a CIFAR record (evaluate --dataset ...): one test error
             te = _num(obj.get("test_error"))
             if te is None or not 0 <= te <= 100:
                 out.append(Disagreement(f.name, "test_error", f"test error {_fmt(obj.get('test_error'))}: an error "

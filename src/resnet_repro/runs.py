@@ -442,13 +442,17 @@ _RUN_NAME = re.compile(r"^(plain|resnet)(\d+)(?:-([ABC]))?(?:-|$)")
 def guess_net(run_dir: Path) -> dict[str, str | None]:
     """The net a run directory's default name says it holds (``resnet20-A-quick-s0`` ->
     ``{"arch": "resnet20", "shortcut": "A", "dataset": "cifar10"}``, the data set from the
-    parent folder where it is ``cifar10`` or ``imagenet``), for runs whose config.json is
-    unreadable; ``{"arch": None, ...}`` for other names."""
+    parent folder where it is ``cifar10``, ``cifar100`` or ``imagenet``, or ``cifar100``
+    from a CIFAR-100 run's default name, ``resnet20-A-cifar100-quick-s0``), for runs whose
+    config.json is unreadable; ``{"arch": None, ...}`` for other names."""
     run_dir = Path(run_dir)
     m = _RUN_NAME.match(run_dir.name)
     parent = run_dir.parent.name
+    dataset = parent if parent in ("cifar10", "cifar100", "imagenet") else None
+    if m and "-cifar100-" in f"{run_dir.name}-":
+        dataset = "cifar100"
     return {"arch": f"{m.group(1)}{m.group(2)}" if m else None, "shortcut": m.group(3) if m else None,
-            "dataset": parent if parent in ("cifar10", "imagenet") else None}
+            "dataset": dataset}
 
 
 # Config fields the reports read, with the types they must have (``None`` allowed where
@@ -594,7 +598,8 @@ def load_runs(roots: list[Path] | Path, skipped: list[dict] | None = None) -> pd
                 warnings.warn(f"{d}/summary.json: {why}; ignored", stacklevel=2)
                 damaged = damaged or f"summary.json: {why}"
             row[k] = None if why else _number(summ.get(k))
-        if (status == "complete" and row.get("dataset", "cifar10") in (None, "cifar10") and "final_test_error" not in summ):
+        if (status == "complete" and row.get("dataset", "cifar10") in (None, "cifar10", "cifar100")
+                and "final_test_error" not in summ):
             warnings.warn(f"{d}/summary.json: a complete run without final_test_error; left out of the tables",
                           stacklevel=2)
             damaged = damaged or "summary.json: no final_test_error"

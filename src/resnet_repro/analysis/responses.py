@@ -221,7 +221,7 @@ def _fail_run(run_dir: Path, problem: str) -> UserError:
     return UserError(f"{run_dir}: {problem}")
 
 
-def _check_run(run_dir: Path):
+def _check_run(run_dir: Path, datasets: tuple[str, ...] = ("cifar10",)):
     """The run's config and the path and checksum of its final checkpoint.
 
     Raises:
@@ -235,8 +235,10 @@ def _check_run(run_dir: Path):
     if not (run_dir / "config.json").is_file():
         raise _fail_run(run_dir, "not a run directory (no config.json); give a directory made by `resnet-repro train`")
     cfg = load_config(run_dir / "config.json")
-    if cfg.dataset != "cifar10" or spec(cfg.arch).family != "cifar":
-        raise _fail_run(run_dir, f"a {cfg.arch} run on {cfg.dataset}; Fig. 7 responses are measured on CIFAR-10 runs only")
+    if cfg.dataset not in datasets or spec(cfg.arch).family != "cifar":
+        what = ("Fig. 7 responses are measured on CIFAR-10 runs only" if datasets == ("cifar10",)
+                else f"this needs a run on {' or '.join(datasets)}")
+        raise _fail_run(run_dir, f"a {cfg.arch} run on {cfg.dataset}; {what}")
     ckpt = run_dir / "checkpoints" / "final.pt"
     if not ckpt.is_file():
         status = (runs.read_json(run_dir / "summary.json") or {}).get("status", "unknown")

@@ -23,14 +23,15 @@ BENCH_NETS = ("plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32"
 
 def write_synthetic_run(run_dir: Path, arch: str, seed: int, schedule: str = "quick", shortcut: str | None = None,
                         final_test_error: float | None = None, rng: np.random.Generator | None = None,
-                        lr: float = 0.1, iterations: int | None = None, train_on: str = "split",
-                        grad_norms_every: int = 0) -> Path:
-    """Write one complete, format-valid CIFAR-10 run directory (no checkpoints) whose
-    curves decay from 90% to ``final_test_error`` (default: random 6-15%), with the lr
-    (base ``lr``) and warm-up of its schedule logged as the training loop logs them, and
-    with ``grad_norms_every`` > 0 ``grad_norms`` events (made-up positive norms) where
-    the loop logs them: at iterations 0, N, 2N, ..., each before the train event of its
-    iteration.
+                        lr: float = 0.1, iterations: int | None = None, train_on: str | None = None,
+                        dataset: str = "cifar10", grad_norms_every: int = 0) -> Path:
+    """Write one complete, format-valid CIFAR-10 (or ``dataset`` CIFAR-100) run directory
+    (no checkpoints) whose curves decay from 90% to ``final_test_error`` (default: random
+    6-15%), with the lr (base ``lr``) and warm-up of its schedule logged as the training
+    loop logs them. ``train_on`` None: the schedule's (``all`` for a preset, else
+    ``split``). With ``grad_norms_every`` > 0, ``grad_norms`` events (made-up positive
+    norms) where the loop logs them: at iterations 0, N, 2N, ..., each before the train
+    event of its iteration.
 
     Returns:
         ``run_dir``.
@@ -41,7 +42,7 @@ def write_synthetic_run(run_dir: Path, arch: str, seed: int, schedule: str = "qu
 
     rng = rng if rng is not None else np.random.default_rng(seed)
     cfg = make_config(arch, "synthetic", shortcut=shortcut, schedule=schedule, seed=seed, precision="fp32",
-                      device="cpu", threads=1, lr=lr, iterations=iterations, train_on=train_on,
+                      device="cpu", threads=1, lr=lr, iterations=iterations, train_on=train_on, dataset=dataset,
                       grad_norms_every=grad_norms_every)
     cfg = cfg.model_copy(update={"data_checksum": "0" * 64})
     run_dir = Path(run_dir)

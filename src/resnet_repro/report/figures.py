@@ -133,10 +133,14 @@ def figure_schedule(rs: RunSet, dataset: str, nets: list[str],
     with the most iterations among ``nets`` (so one figure never mixes schedules), else
     that of the longest run in progress; None without runs of these nets. ``having``
     (a test on the run's row) limits the runs considered, e.g. to runs that logged
-    gradient norms."""
+    gradient norms. Runs of a preset of another reproduction (``akamaster``, ``fb``: not
+    the paper's protocol) are drawn only when their schedule is asked for."""
+    from resnet_repro.train.schedule import PRESETS
+
     df = rs.df
     if df.empty:
         return None
+    df = df[~df["schedule"].isin(PRESETS)]
     keys = {k for k in (parse_net(n) for n in nets) if k is not None}
     best: tuple[int, int, str] | None = None
     for _, r in df.iterrows():
@@ -575,13 +579,13 @@ def check_schedule(n: int, schedule: str | None) -> None:
     """
     if schedule is None:
         return
-    from resnet_repro.train.schedule import SCHEDULES
+    from resnet_repro.train.schedule import PRESETS, SCHEDULES
 
     if n not in SCHEDULED:
         raise UserError(f"--schedule applies to Figures 1 and 6 and the {GRADIENTS} figure (CIFAR-10), not "
                         f"Figure {n}; drop --schedule")
-    if schedule not in (*SCHEDULES, "custom"):
-        raise UserError(f"unknown --schedule {schedule!r}; choose one of {', '.join((*SCHEDULES, 'custom'))}")
+    if schedule not in (*SCHEDULES, "custom", *PRESETS):
+        raise UserError(f"unknown --schedule {schedule!r}; choose one of {', '.join((*SCHEDULES, 'custom', *PRESETS))}")
 
 
 def figure(n: int | str, runs_dir: Path | list[Path], out: Path | None = None,

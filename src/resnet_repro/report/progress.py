@@ -55,10 +55,12 @@ def lr_text(cfg) -> str:
     ``lr 0.1 (warm-up 0.01 until train err < 80%, at most 500 iterations), /10 at 2000,
     3000; batch 128``."""
     parts = [f"lr {cfg.lr:g}"]
-    if getattr(cfg, "warmup", False):
+    if getattr(cfg, "warmup", False) and cfg.warmup_until_train_error <= 0:  # a preset's fixed warm-up
+        parts[0] += f" (warm-up {cfg.warmup_lr:g} for the first {cfg.warmup_max_iterations} iterations)"
+    elif getattr(cfg, "warmup", False):
         parts[0] += (f" (warm-up {cfg.warmup_lr:g} until train err < {cfg.warmup_until_train_error:g}%, at most "
                      f"{cfg.warmup_max_iterations} iterations)")
-    elif cfg.dataset == "cifar10":
+    elif cfg.dataset in ("cifar10", "cifar100"):
         parts[0] += " (no warm-up)"
     imagenet = getattr(cfg, "imagenet", None)
     if imagenet is not None and imagenet.lr_rule == "plateau":

@@ -132,6 +132,10 @@ def build_report(runs_dir: Path | list[Path], out: Path = DEFAULT_OUT, figures_d
             head = f"{t.label}. {t.title}" if t.number else t.title
             lines += [f"### {head}", "", to_text(t, "markdown").split("\n", 2)[2].rstrip(), "",
                       _runs_line(t.runs, start), ""]
+        t = get_table("6", runs_dir, dataset="cifar100")
+        if t.runs:  # CIFAR-100 runs (not in the paper): their own table, only where there are some
+            lines += [f"### {t.title}", "", to_text(t, "markdown").split("\n", 2)[2].rstrip(), "",
+                      _runs_line(t.runs, start), ""]
         lines += ["## Figures", ""]
         for n in figs.FIGURES:
             if n == 7:

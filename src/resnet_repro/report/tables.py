@@ -16,6 +16,13 @@ the spec that names it (``experiments/*.toml``) is left out with a warning.
 * Table 6 reads CIFAR-10 runs' final test error (``summary.json``); below it, a block of
   reference checkpoints (published error and error on the copy in use) read from
   ``cifar10-reference/*.json`` evaluation records (:mod:`resnet_repro.report.reference`).
+  Runs of a preset of another reproduction (``--schedule akamaster`` / ``fb``, not the
+  paper's protocol) get rows of their own, labelled, holding each run's best test error
+  over its per-epoch evaluations as those recipes report it; they are never averaged
+  with paper or quick runs, and no cell chosen by "most iterations" ever takes them.
+* ``table 6 --dataset cifar100``: the same nets trained on CIFAR-100 (not in the paper:
+  its paper column is empty), from CIFAR-100 runs only; Table 6 itself reads CIFAR-10
+  runs only.
 * Tables 5, 7, 8 (ensembles, detection) show the paper's values; ours are not reproduced.
 * ``cifar-shortcuts``: options A/B/C on CIFAR-10 (not in the paper; the CIFAR-10
   counterpart of Table 3).
@@ -35,7 +42,8 @@ import pandas as pd
 
 from resnet_repro import paper
 from resnet_repro.errors import UserError
-from resnet_repro.runs import check_roots, load_runs, read_json
+from resnet_repro.runs import check_roots, load_runs, read_json, read_metrics
+from resnet_repro.train.schedule import PRESETS
 
 FORMATS = ("rich", "markdown", "csv", "latex")
 TABLE_KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "cifar-shortcuts")
@@ -287,19 +295,29 @@ def select(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value, not
             none, e.g. no 10-crop evaluation; it is then left out and counted).
         notes: receives one line per run left out because its config differs from its
             spec.
-        schedule: only runs of this schedule (``paper``, ``quick``, ...); None: all, the
-            cell then takes the recipe with the most iterations.
+        schedule: only runs of this schedule (``paper``, ``quick``, ``akamaster``, ...);
+            None: all but the presets of other reproductions (:data:`PRESETS`, never
+            mixed with the paper's protocol; a note counts them), the cell then takes the
+            recipe with the most iterations.
     """
     df = rs.df
     if df.empty:
         return Cell(df, [], [])
+    net = f"{arch}{' ' + shortcut if shortcut else ''}"
+    preset_notes = []
     if schedule is not None:
         df = df[df["schedule"] == schedule]
+    else:
+        is_preset = df["schedule"].isin(PRESETS)
+        for name, n in sorted(df[is_preset & _net_mask(df, dataset, arch, shortcut) & (df["status"] == "complete")]
+                              ["schedule"].astype(str).value_counts().items()):
+            preset_notes.append(f"{n} {net} run(s) of the {name} preset (not the paper's protocol) not mixed in")
+        df = df[~is_preset]
     net_m = _net_mask(df, dataset, arch, shortcut)
     sub = df[net_m & (df["status"] == "complete")]
     n_div = int((net_m & (df["status"] == "diverged")).sum())
-    net = f"{arch}{' ' + shortcut if shortcut else ''}"
     diverged = [f"{n_div} diverged {net} run(s), not averaged in"] if n_div else []
+    diverged += preset_notes
     rows = []
     n_ft = 0
     for _, r in sub.iterrows():
@@ -362,7 +380,8 @@ def _not_run(dataset: str, arch: str, shortcut: str | None, rs: RunSet | None = 
     name = spec_for(dataset, arch, shortcut)
     if name:
         return "not run yet: " + (rs.fill_command(name) if rs is not None else f"resnet-repro run {name} --profile quick")
-    return f"not run yet: resnet-repro train --arch {arch}" + (f" --shortcut {shortcut}" if shortcut else "")
+    data = " --dataset cifar100" if dataset == "cifar100" else ""
+    return f"not run yet: resnet-repro train{data} --arch {arch}" + (f" --shortcut {shortcut}" if shortcut else "")
 
 
 def _used(cells: list[Cell]) -> pd.DataFrame:
@@ -581,14 +600,15 @@ def table8(runs_dir: Path | list[Path] | None = None) -> Table:
 
 # ---------------------------------------------------------------------------- CIFAR-10
 @cache
-def _cifar_params_m(arch: str, shortcut: str | None) -> float:
-    """Parameters (millions) of a CIFAR-10 net, counted on the meta device."""
+def _cifar_params_m(arch: str, shortcut: str | None, num_classes: int = 10) -> float:
+    """Parameters (millions) of a CIFAR net with ``num_classes`` outputs (10: CIFAR-10,
+    100: CIFAR-100), counted on the meta device."""
     import torch
 
     from resnet_repro.models import build, count_params
 
     with torch.device("meta"):
-        return count_params(build(arch, shortcut)) / 1e6
+        return count_params(build(arch, shortcut, num_classes=num_classes)) / 1e6
 
 
 def _test_error(row) -> float | None:
@@ -596,8 +616,105 @@ def _test_error(row) -> float | None:
     return float(v) if _present(v) else None
 
 
+def best_epoch_test_error(row) -> float | None:
+    """The lowest test error (%) over a run's ``eval`` events (``metrics.jsonl``): what the
+    presets' recipes report (their best test epoch; chosen on the test set). None for a
+    run without a logged test error."""
+    with warnings.catch_warnings():  # a corrupt line is reported by the commands that draw the log
+        warnings.simplefilter("ignore")
+        events = read_metrics(Path(str(row["run_dir"])))
+    errs = [float(e["test_error"]) for e in events if e.get("event") == "eval"
+            and isinstance(e.get("test_error"), (int, float)) and not isinstance(e.get("test_error"), bool)
+            and math.isfinite(e["test_error"])]
+    return min(errs) if errs else None
+
+
 CIFAR_PAPER_NOTE = ("Paper: 64k iterations on the original CIFAR-10, 45k/5k split for tuning, single-view test "
                     "error (Sec. 4.2; ResNet-110: best of 5 runs and mean ± std).")
+CIFAR100_NOTE = ("Paper: reports no CIFAR-100 results (its CIFAR experiments, Sec. 4.2, are on CIFAR-10 only), so "
+                 "the paper column is empty; these are the nets of Table 6 with a 100-way fc, trained and tested "
+                 "as our CIFAR-10 runs are (45k/5k split of the 50k training images, per-pixel mean, single-view "
+                 "test error on the 10k test images).")
+
+
+def schedule_label(schedule: str) -> str:
+    """The schedule column of a CIFAR row: the schedule's name, and for a preset of
+    another reproduction that it is their recipe and what its error is."""
+    if schedule in PRESETS:
+        return f"{schedule} (their recipe, not the paper's; best test epoch)"
+    return schedule
+
+
+def _preset_caption(rows: list[dict]) -> str:
+    """The caption sentence for preset rows (empty without any)."""
+    from resnet_repro import published
+
+    names = sorted({str(r["schedule_key"]) for r in rows if r.get("schedule_key") in PRESETS})
+    if not names:
+        return ""
+    what = "; ".join(f"{n}: {published.recipe(n)['name']}, {PRESETS[n].iterations:,} iterations "
+                     f"({PRESETS[n].iterations // PRESETS[n].epoch_iterations} epochs of "
+                     f"{PRESETS[n].epoch_iterations})" for n in names)
+    return (f"Rows of the presets of other reproductions ({what}) follow those recipes, not the paper's "
+            "protocol: all 50,000 training images, no validation split; their error is each run's best test "
+            "error over its per-epoch evaluations, as those recipes report it (chosen on the test set), never "
+            "averaged with paper or quick runs.")
+
+
+def _cifar_net_rows(rs: RunSet, dataset: str, notes: list[str], cells: list[Cell], progress: list[str],
+                    paper_cols: bool) -> list[dict]:
+    """Table 6's rows of our nets on ``dataset``: ResNet-20..1202 (option A), then the
+    plain nets (110/1202 only where they have runs), one row per schedule
+    (:func:`schedule_cells`). ``paper_cols``: fill the paper's columns from Table 6
+    (CIFAR-10); else they hold "—"."""
+    ref = paper.cifar_table6()
+    classes = 100 if dataset == "cifar100" else 10
+    rows = []
+    for residual in (True, False):
+        for depth in (20, 32, 44, 56, 110, 1202):
+            arch = f"{'resnet' if residual else 'plain'}{depth}"
+            sc = "A" if residual else None
+            found = schedule_cells(rs, dataset, arch, sc, _test_error, notes)
+            if not residual and not found and depth in (110, 1202):
+                continue
+            p = ref[depth] if residual else {}
+            if not paper_cols:
+                p_err, p_best = "— (not in the paper)", "—"
+            elif residual:
+                p_err = fmt_err(p["mean"], p["std"], p.get("runs") or 5) if p.get("mean") else _num(p.get("error"))
+                p_best = f"{p['best']:.2f}" if p.get("best") else "—"
+            else:
+                p_err, p_best = "(Fig. 6 only)", "—"
+            base = {"net": f"{'ResNet' if residual else 'plain'}-{depth}",
+                    "params (M)": f"{_cifar_params_m(arch, 'A', classes):.2f}",
+                    "paper params (M)": f"{p['params'] / 1e6:.2f}" if residual and paper_cols else "—",
+                    "paper error (%)": p_err, "paper best error (%)": p_best}
+            if not found:
+                found = [("", Cell(rs.df.iloc[0:0], [], []), None)]
+            for sched, c, running in found:
+                cells.append(c)  # an empty cell still brings its notes (diverged runs) to the caption
+                if running is not None:
+                    progress.append(f"{len(running)} {arch} run(s) at schedule {sched}")
+                ours = (c.text() if c.n else progress_text(running) if running is not None
+                        else _not_run(dataset, arch, sc, rs))
+                rows.append({**base, "our error (%)": ours, "our best error (%)": f"{c.best:.2f}" if c.n else "—",
+                             "n": c.n, "schedule": schedule_label(sched), "schedule_key": sched,
+                             "mean": c.mean, "std": c.std, "best": c.best})
+    return rows
+
+
+def _schedules_extra(rows: list[dict], progress: list[str]) -> str:
+    keys = {r.get("schedule_key") for r in rows}
+    extra = ("Rows per schedule (paper: 64,000 iterations; quick: 4,000), never averaged together. "
+             if "paper" in keys and "quick" in keys else "")
+    pre = _preset_caption(rows)
+    if pre:
+        extra += pre + " "
+    if progress:
+        extra += "In progress, not counted in any mean: " + ", ".join(progress) + "."
+    for r in rows:
+        r.pop("schedule_key", None)
+    return extra.strip()
 
 
 def table6(runs_dir: Path | list[Path]) -> Table:
@@ -606,10 +723,11 @@ def table6(runs_dir: Path | list[Path]) -> Table:
     of the same depths below (the paper shows them only in Fig. 6).
 
     Our cells: mean ± std over seeds (sample std, ddof=1), n, and the best run; the
-    hidden columns ``mean``, ``std``, ``best`` hold the numbers. Only complete runs count,
-    and only runs of one recipe per row (the one with the most iterations).
+    hidden columns ``mean``, ``std``, ``best`` hold the numbers. Only complete CIFAR-10
+    runs count (CIFAR-100 runs have their own table: :func:`table6_cifar100`), and only
+    runs of one recipe per row: one row per schedule (paper, quick), and labelled rows
+    for the presets of other reproductions (their best test epoch).
     """
-    ref = paper.cifar_table6()
     rs = RunSet.load(runs_dir)
     notes: list[str] = []
     cells: list[Cell] = []
@@ -625,40 +743,26 @@ def table6(runs_dir: Path | list[Path]) -> Table:
                      "our error (%)": "— (other method)", "our best error (%)": "—", "n": 0, "schedule": "",
                      "mean": nan, "std": nan, "best": nan})
     progress: list[str] = []
-    for residual in (True, False):
-        for depth in (20, 32, 44, 56, 110, 1202):
-            arch = f"{'resnet' if residual else 'plain'}{depth}"
-            sc = "A" if residual else None
-            found = schedule_cells(rs, "cifar10", arch, sc, _test_error, notes)
-            if not residual and not found and depth in (110, 1202):
-                continue
-            p = ref[depth] if residual else {}
-            if residual:
-                p_err = fmt_err(p["mean"], p["std"], p.get("runs") or 5) if p.get("mean") else _num(p.get("error"))
-                p_best = f"{p['best']:.2f}" if p.get("best") else "—"
-            else:
-                p_err, p_best = "(Fig. 6 only)", "—"
-            base = {"net": f"{'ResNet' if residual else 'plain'}-{depth}",
-                    "params (M)": f"{_cifar_params_m(arch, 'A'):.2f}",
-                    "paper params (M)": f"{p['params'] / 1e6:.2f}" if residual else "—",
-                    "paper error (%)": p_err, "paper best error (%)": p_best}
-            if not found:
-                found = [("", Cell(rs.df.iloc[0:0], [], []), None)]
-            for sched, c, running in found:
-                cells.append(c)  # an empty cell still brings its notes (diverged runs) to the caption
-                if running is not None:
-                    progress.append(f"{len(running)} {arch} run(s) at schedule {sched}")
-                ours = (c.text() if c.n else progress_text(running) if running is not None
-                        else _not_run("cifar10", arch, sc, rs))
-                rows.append({**base, "our error (%)": ours, "our best error (%)": f"{c.best:.2f}" if c.n else "—",
-                             "n": c.n, "schedule": sched, "mean": c.mean, "std": c.std, "best": c.best})
-    extra = ("Rows per schedule (paper: 64,000 iterations; quick: 4,000), never averaged together. "
-             if any(r["schedule"] == "paper" for r in rows) and any(r["schedule"] == "quick" for r in rows) else "")
-    if progress:
-        extra += "In progress, not counted in any mean: " + ", ".join(progress) + "."
-    t = _finish(6, "6", paper.table(6)["title"], rows, cells, notes, CIFAR_PAPER_NOTE, extra.strip())
+    rows += _cifar_net_rows(rs, "cifar10", notes, cells, progress, paper_cols=True)
+    extra = _schedules_extra(rows, progress)
+    t = _finish(6, "6", paper.table(6)["title"], rows, cells, notes, CIFAR_PAPER_NOTE, extra)
     t.blocks.append(_reference_block(runs_dir, cells))
     return t
+
+
+def table6_cifar100(runs_dir: Path | list[Path]) -> Table:
+    """``table 6 --dataset cifar100``: CIFAR-100 test error (%) of the nets of Table 6
+    (ResNet-20..1202 option A, the plain nets below), from CIFAR-100 runs only, one row
+    per schedule as in :func:`table6`. Not in the paper: the paper columns hold "—" and
+    the caption says the paper reports no CIFAR-100 results."""
+    rs = RunSet.load(runs_dir)
+    notes: list[str] = []
+    cells: list[Cell] = []
+    progress: list[str] = []
+    rows = _cifar_net_rows(rs, "cifar100", notes, cells, progress, paper_cols=False)
+    extra = _schedules_extra(rows, progress)
+    return _finish(0, "6-cifar100", "CIFAR-100 test error of the nets of Table 6 (not in the paper)", rows, cells,
+                   notes, CIFAR100_NOTE, extra)
 
 
 def _reference_block(runs_dir: Path | list[Path], cells: list[Cell]) -> Table:
@@ -674,13 +778,15 @@ ROW_SCHEDULES = ("paper", "quick")
 
 def schedule_cells(rs: RunSet, dataset: str, arch: str, shortcut: str | None, value,
                    notes: list[str]) -> list[tuple[str, Cell, pd.DataFrame | None]]:
-    """The rows one CIFAR-10 net gets in Table 6: ``[(schedule, cell, in_progress_runs)]``.
+    """The rows one CIFAR net gets in Table 6: ``[(schedule, cell, in_progress_runs)]``.
 
     One row per schedule of :data:`ROW_SCHEDULES` (paper first) that has complete runs or
     runs in progress (``in_progress_runs``, None if none; a row with only those has an
     empty cell and shows :func:`progress_text`). Where neither schedule has runs, the one row of :func:`select`
-    (the recipe with the most iterations: smoke or custom runs), also when it holds only
-    notes (diverged runs). Empty where the net has no runs at all. Runs of other schedules beside paper/quick rows are named in the
+    (the recipe with the most iterations: smoke or custom runs; never a preset), also when it holds only
+    notes (diverged runs). Then one row per preset of another reproduction
+    (:data:`resnet_repro.train.schedule.PRESETS`) that has runs, whose value is each run's
+    :func:`best_epoch_test_error` (their recipes' number) instead of ``value``. Empty where the net has no runs at all. Runs of other schedules beside paper/quick rows are named in the
     cells' ``others`` notes, never mixed in."""
     out: list[tuple[str, Cell, pd.DataFrame | None]] = []
     for sched in ROW_SCHEDULES:
@@ -688,14 +794,23 @@ def schedule_cells(rs: RunSet, dataset: str, arch: str, shortcut: str | None, va
         running = in_progress(rs, dataset, arch, shortcut, sched)
         if c.n or len(running):
             out.append((sched, c, running if len(running) else None))
+    presets: list[tuple[str, Cell, pd.DataFrame | None]] = []
+    for sched in PRESETS:
+        c = select(rs, dataset, arch, shortcut, best_epoch_test_error, notes, schedule=sched)
+        running = in_progress(rs, dataset, arch, shortcut, sched)
+        if c.n or len(running):
+            presets.append((sched, c, running if len(running) else None))
     if not out:
         c = select(rs, dataset, arch, shortcut, value, notes)
+        if presets:  # the presets have rows of their own: no note about them in this one
+            c.others = [o for o in c.others if " preset (not the paper's protocol) " not in o]
         if c.n or c.others:  # runs of another schedule, or only notes (e.g. diverged runs) for the caption
             out.append((", ".join(sorted(set(map(str, c.runs["schedule"])))) if c.n else "", c, None))
-        return out
+        return out + presets
     df = rs.df
+    shown = [s for s, _, _ in out] + list(PRESETS)
     rest = df[_net_mask(df, dataset, arch, shortcut) & (df["status"] == "complete")
-              & ~df["schedule"].isin([s for s, _, _ in out])] if not df.empty else df
+              & ~df["schedule"].isin(shown)] if not df.empty else df
     net = f"{arch}{' ' + shortcut if shortcut else ''}"
     tuned = (rest["init_weights_sha256"].map(_present) if len(rest) and "init_weights_sha256" in rest
              else pd.Series(False, index=rest.index, dtype=bool))
@@ -704,7 +819,7 @@ def schedule_cells(rs: RunSet, dataset: str, arch: str, shortcut: str | None, va
     rest = rest[~tuned]
     for sched, n in sorted(rest["schedule"].astype(str).value_counts().items()) if len(rest) else []:
         out[0][1].others.append(f"{n} {net} run(s) at schedule {sched} not mixed in")
-    return out
+    return out + presets
 
 
 def table_cifar_shortcuts(runs_dir: Path | list[Path]) -> Table:
@@ -740,21 +855,30 @@ BUILDERS = {"1": table1, "2": table2, "3": table3, "4": table4, "5": table5, "6"
             "8": table8, "cifar-shortcuts": table_cifar_shortcuts}
 
 
-def get_table(n: int | str, runs_dir: Path | list[Path]) -> Table:
-    """Table ``n`` (1..8, or ``"cifar-shortcuts"``) rebuilt from the runs under ``runs_dir``.
+def get_table(n: int | str, runs_dir: Path | list[Path], dataset: str | None = None) -> Table:
+    """Table ``n`` (1..8, or ``"cifar-shortcuts"``) rebuilt from the runs under ``runs_dir``;
+    ``dataset`` (Table 6 only): ``cifar10`` (the default, the paper's) or ``cifar100``
+    (:func:`table6_cifar100`, not in the paper).
 
     Warns (``UserWarning``) once per run left out because its config differs from its
     spec, and per damaged run (see :func:`resnet_repro.runs.load_runs`).
 
     Raises:
-        UserError: for a table the paper does not have, or (tables that read runs) a
-            ``runs_dir`` that does not exist.
+        UserError: for a table the paper does not have, a ``dataset`` given to another
+            table or not cifar10/cifar100, or (tables that read runs) a ``runs_dir``
+            that does not exist.
     """
     key = str(n).strip().lower().removeprefix("table").strip()
     if key not in BUILDERS:
         raise UserError(f"the paper has Tables 1 to 8, not {n!r}; also available: cifar-shortcuts")
+    if dataset is not None and key != "6":
+        raise UserError(f"--dataset applies to Table 6 only (cifar10 or cifar100), not to table {n}; drop --dataset")
+    if dataset not in (None, "cifar10", "cifar100"):
+        raise UserError(f"unknown --dataset {dataset!r} for Table 6; choose cifar10 (the paper's) or cifar100")
     if key not in NO_RUNS_TABLES:
         check_roots(runs_dir)
+    if dataset == "cifar100":
+        return table6_cifar100(runs_dir)
     return BUILDERS[key](runs_dir)
 
 

@@ -62,7 +62,7 @@ class RunConfig(BaseModel):
     arch: str
     shortcut: str | None
     stride_on: str | None = None
-    dataset: Literal["cifar10", "imagenet"] = "cifar10"
+    dataset: Literal["cifar10", "cifar100", "imagenet"] = "cifar10"
     data_dir: str
     data_checksum: str | None = None
     schedule: str
@@ -104,11 +104,20 @@ class RunConfig(BaseModel):
     input_norm: InputNorm | None = None
 
     @property
+    def num_classes(self) -> int:
+        """Width of the net's last fc layer: the classes of ``dataset`` (10, 100, 1000)."""
+        return DATASET_CLASSES[self.dataset]
+
+    @property
     def run_name(self) -> str:
-        """Default directory name, e.g. ``resnet20-A-quick-s0`` or ``plain20-quick-s0``."""
+        """Default directory name, e.g. ``resnet20-A-quick-s0`` or ``plain20-quick-s0``;
+        a CIFAR-100 run says so (``resnet20-A-cifar100-quick-s0``), so that it never
+        shares a directory name with a CIFAR-10 run."""
         parts = [self.arch]
         if self.shortcut:
             parts.append(self.shortcut)
+        if self.dataset == "cifar100":
+            parts.append("cifar100")
         if self.stride_on and self.stride_on != "1x1":
             parts.append(f"stride{self.stride_on}")
         parts.append(self.schedule if self.schedule != "custom" else f"it{self.iterations}")
@@ -169,12 +178,16 @@ def resolve_device(requested: str) -> str:
 
 
 IMAGENET_NETS = "plain/resnet 18, 34, 50, 101, 152 (e.g. resnet34)"
+# Classes of each data set a run may train on (the fc width of its net).
+DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+CIFAR_DATASETS = ("cifar10", "cifar100")
 
 
 def resolve_dataset(arch: str, dataset: str | None) -> str:
     """The data set a run of ``arch`` trains on: ``dataset`` when given, else the net's
     own: ``"cifar10"`` for the 6n+2-layer nets of Sec. 4.2, ``"imagenet"`` for the nets
-    of Table 1 (18 to 152 layers).
+    of Table 1 (18 to 152 layers). The CIFAR nets also train on ``"cifar100"`` (the same
+    nets with a 100-way fc; not in the paper).
 
     Raises:
         UserError: an unknown architecture or data set, or a net given the other data
@@ -184,11 +197,11 @@ def resolve_dataset(arch: str, dataset: str | None) -> str:
     own = "cifar10" if s.family == "cifar" else "imagenet"
     if dataset is None:
         return own
-    if dataset not in ("cifar10", "imagenet"):
-        raise UserError(f"unknown dataset {dataset!r}; choose cifar10 or imagenet (default: the net's own)")
-    if dataset == "cifar10" and own == "imagenet":
-        raise UserError(f"{s.name} is an ImageNet net (paper Table 1); drop --dataset cifar10 to train it on ImageNet, "
-                        "or train a CIFAR-10 net: 6n+2 depths such as resnet20, plain56")
+    if dataset not in (*CIFAR_DATASETS, "imagenet"):
+        raise UserError(f"unknown dataset {dataset!r}; choose cifar10, cifar100 or imagenet (default: the net's own)")
+    if dataset in CIFAR_DATASETS and own == "imagenet":
+        raise UserError(f"{s.name} is an ImageNet net (paper Table 1); drop --dataset {dataset} to train it on ImageNet, "
+                        "or train a CIFAR net: 6n+2 depths such as resnet20, plain56")
     if dataset == "imagenet" and own == "cifar10":
         raise UserError(f"{s.name} is a CIFAR-10 net; drop --dataset imagenet to train it on CIFAR-10, or train "
                         f"an ImageNet net of Table 1: {IMAGENET_NETS}")
@@ -217,12 +230,17 @@ def scaled_lr(lr: float, batch_size: int, dataset: str, schedule: str | None) ->
 
 def recipe_warnings(cfg: RunConfig) -> list[str]:
     """One line for each way ``cfg`` leaves the paper's recipe that would otherwise go
-    unnoticed until a log shows it: a net of 110 layers or more without the warm-up
-    (Sec. 4.2), and the paper's lr 0.1 with another batch size than the one it belongs
-    to (:func:`reference_batch`; Sec. 3.4, 4.2). Explicit choices (``--lr`` other than
-    0.1, ``--scale-lr``) are not warned about; the start line states them."""
+    unnoticed until a log shows it: a preset of another reproduction (``--schedule
+    akamaster`` / ``fb``: not the paper's protocol), a net of 110 layers or more without
+    the warm-up (Sec. 4.2), and the paper's lr 0.1 with another batch size than the one
+    it belongs to (:func:`reference_batch`; Sec. 3.4, 4.2). Explicit choices (``--lr``
+    other than 0.1, ``--scale-lr``) are not warned about; the start line states them."""
+    from resnet_repro.train.schedule import PRESETS
+
     out = []
-    if cfg.dataset == "cifar10" and spec(cfg.arch).depth >= 110 and not cfg.warmup:
+    if cfg.schedule in PRESETS:
+        out.append(preset_line(cfg.schedule))
+    if cfg.dataset in CIFAR_DATASETS and spec(cfg.arch).depth >= 110 and not cfg.warmup:
         out.append(f"{cfg.arch} trains without the paper's warm-up (--warmup off): lr {cfg.lr:g} from the first "
                    f"iteration, where the paper uses {cfg.warmup_lr:g} until the training error is below "
                    f"{cfg.warmup_until_train_error:g}% for 110 layers and more (Sec. 4.2); such nets have been "
@@ -235,6 +253,24 @@ def recipe_warnings(cfg: RunConfig) -> list[str]:
     return out
 
 
+def preset_line(name: str) -> str:
+    """What ``--schedule NAME`` (a preset, :data:`resnet_repro.train.schedule.PRESETS`)
+    trains, in one line that says it is not the paper's protocol."""
+    from resnet_repro import published
+    from resnet_repro.train.schedule import PRESETS
+
+    r, sch = published.recipe(name), PRESETS[name]
+    drops = ", ".join(f"{m:,}" for m in sch.milestones)
+    warm = (f"; lr {r['warmup']['lr']:g} for the first {sch.warmup_iterations:,} iterations of 110+ layers"
+            if r.get("warmup") else "")
+    nesterov = "; plain momentum where theirs is Nesterov's" if r.get("nesterov") else ""
+    return (f"--schedule {name} is the recipe of {r['name']}, not the paper's protocol: all "
+            f"{int(r['train_images']):,} training images (no validation split), {int(r['epochs'])} epochs of "
+            f"{sch.epoch_iterations} iterations ({sch.iterations:,}), lr /10 at {drops}{warm}, the test set "
+            f"evaluated every epoch and the best test epoch reported (chosen on the test set){nesterov}; "
+            "tables keep it in rows of its own")
+
+
 def make_config(
     arch: str | None,
     data_dir: str,
@@ -242,7 +278,7 @@ def make_config(
     schedule: str | None = "quick",
     iterations: int | None = None,
     seed: int = 0,
-    train_on: str = "split",
+    train_on: str | None = None,
     precision: str = "auto",
     device: str = "auto",
     channels_last: bool | None = None,
@@ -277,6 +313,13 @@ def make_config(
     ``eval_every``: one measurement per evaluation (1,000 iterations on the paper's
     schedule, 250 on the quick one).
 
+    ``train_on`` None means ``split`` (the paper's 45k/5k), or ``all`` for a preset
+    (``schedule`` ``akamaster`` or ``fb``, :data:`resnet_repro.train.schedule.PRESETS`),
+    which trains on all 50k as its recipe does; a preset refuses ``split``, another
+    length (``iterations``), batch size or lr, and CIFAR-100. ``warmup="auto"`` is the
+    schedule's own rule: the paper's for 110 layers and more, akamaster's one epoch at
+    0.01 for 110+ layers, none for fb.
+
     Raises:
         UserError: for any invalid choice (unknown arch, schedule, precision, a net
             given the other data set, ...).
@@ -297,7 +340,7 @@ def make_config(
     if dataset == "imagenet":  # paper Sec. 3.4; see train.imagenet_loop
         from resnet_repro.train.imagenet_loop import make_imagenet_config
 
-        if tensorboard or checkpoint_activations or train_on != "split" or warmup == "on" or init_weights:
+        if tensorboard or checkpoint_activations or train_on not in (None, "split") or warmup == "on" or init_weights:
             raise UserError("--tensorboard, --checkpoint-activations, --train-on, --warmup and --init-weights are "
                             "options of CIFAR-10 training; drop them for --dataset imagenet")
         if grad_norms_every:
@@ -311,8 +354,17 @@ def make_config(
     if workers is not None or sync_bn:  # ignored here, they would only show in config.json
         raise UserError("--workers and --sync-bn are options of ImageNet training (CIFAR-10 batches are made on the "
                         "training device, in one process); drop them, or add --dataset imagenet")
+    from resnet_repro.train.schedule import PRESETS
+
+    if schedule in PRESETS and iterations is None:
+        train_on = _check_preset(schedule, dataset, train_on, batch_size, lr, scale_lr)
     if batch_size is None:
         batch_size = 128
+    if train_on is None:
+        train_on = "split"
+    if init_weights is not None and dataset != "cifar10":
+        raise UserError(f"--init-weights starts from CIFAR-10 weights (10 classes); drop it for --dataset {dataset}, "
+                        "or train on cifar10")
     if init_weights is not None:
         from resnet_repro.train.init import read_init_weights
 
@@ -337,15 +389,22 @@ def make_config(
     sch = get_schedule(schedule or "quick", iterations)
     dev = resolve_device(device)
     prec, _ = resolve_precision(precision, dev)
-    use_warmup = (s.depth >= 110) if warmup == "auto" else warmup == "on"
+    if warmup == "auto":
+        use_warmup = sch.warmup_min_depth is not None and s.depth >= sch.warmup_min_depth
+    else:
+        use_warmup = warmup == "on"
     warmup_lr = RunConfig.model_fields["warmup_lr"].default
     if scale_lr:
         lr, warmup_lr = (scaled_lr(v, batch_size, "cifar10", sch.name) for v in (lr, warmup_lr))
+    if iterations is not None and schedule in PRESETS:
+        raise UserError(f"--iterations replaces the schedule; drop it to train the {schedule} preset's "
+                        f"{sch.iterations:,} iterations, or drop --schedule {schedule}")
     try:
         return RunConfig(
             arch=s.name,
             shortcut=resolve_shortcut(s, shortcut),
             stride_on=stride_on,
+            dataset=dataset,
             data_dir=str(data_dir),
             schedule=sch.name,
             iterations=sch.iterations,
@@ -354,6 +413,7 @@ def make_config(
             batch_size=batch_size,
             warmup=use_warmup,
             warmup_lr=warmup_lr,
+            warmup_until_train_error=sch.warmup_until_train_error,
             warmup_max_iterations=sch.warmup_max_iterations if use_warmup else 0,
             seed=seed,
             train_on=train_on,
@@ -375,6 +435,34 @@ def make_config(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"invalid value for {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _check_preset(name: str, dataset: str, train_on: str | None, batch_size: int | None, lr: float,
+                  scale_lr: bool) -> str:
+    """``train_on`` for preset ``name`` (``all``: its recipe's), after refusing what would
+    make it another recipe under its name.
+
+    Raises:
+        UserError: ``--train-on split``, a batch size or lr other than the recipe's,
+            ``--scale-lr``, or CIFAR-100 (the presets are CIFAR-10 recipes).
+    """
+    from resnet_repro import published
+
+    r = published.recipe(name)
+    if dataset != "cifar10":
+        raise UserError(f"--schedule {name} is {r['name']}'s CIFAR-10 recipe; for --dataset {dataset} choose "
+                        "paper, quick or smoke, or --iterations N")
+    if train_on == "split":
+        raise UserError(f"--schedule {name} trains on all {int(r['train_images']):,} training images, as "
+                        f"{r['name']} does; drop --train-on split (or use --train-on all), or choose --schedule "
+                        "paper for the paper's 45k/5k split")
+    if train_on not in (None, "all"):
+        raise UserError(f"unknown --train-on {train_on!r}; choose split (45k/5k, the paper's) or all (50k)")
+    if (batch_size is not None and batch_size != int(r["batch"])) or abs(lr - float(r["lr"])) > 1e-12 or scale_lr:
+        raise UserError(f"--schedule {name} is {r['name']}'s recipe at batch {int(r['batch'])} and lr "
+                        f"{float(r['lr']):g}; drop --batch-size, --lr and --scale-lr, or train another length "
+                        "with --iterations N")
+    return "all"
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:

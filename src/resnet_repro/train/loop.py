@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from resnet_repro import runs
 from resnet_repro.analysis.gradients import stage_grad_norms
 from resnet_repro.data.augment import pad_crop_flip, to_float
-from resnet_repro.data.cifar import load_cifar10, split_digest, split_indices, store_split
+from resnet_repro.data.cifar import load_cifar, split_digest, split_indices, store_split
 from resnet_repro.errors import UserError
 from resnet_repro.fsio import atomic_write_bytes
 from resnet_repro.models import build, spec
@@ -66,14 +66,20 @@ class TrainData:
 
 
 def prepare_data(cfg: RunConfig, download: bool = False) -> TrainData:
-    """Load CIFAR-10, split off 5k validation images (unless ``train_on="all"``), compute
-    the per-pixel mean on the training images (or take ``cfg.input_norm``'s per-channel
-    mean and std), and move all to ``cfg.device``.
+    """Load CIFAR-10 (or CIFAR-100, ``cfg.dataset``), split off 5k validation images
+    (unless ``train_on="all"``), compute the per-pixel mean on the training images (or
+    take ``cfg.input_norm``'s per-channel mean and std), and move all to ``cfg.device``.
 
     Raises:
-        UserError: if the data set is missing or corrupt.
+        UserError: if the data set is missing or corrupt, or has labels beyond the net's
+            ``cfg.num_classes`` outputs.
     """
-    arrays = load_cifar10(cfg.data_dir, download=download)
+    arrays = load_cifar(cfg.dataset, cfg.data_dir, download=download)
+    top = max(int(arrays.train_y.max(initial=0)), int(arrays.test_y.max(initial=0)))
+    if top >= cfg.num_classes:
+        raise UserError(f"the data at {cfg.data_dir} has label {top} ({len(arrays.classes)} classes), but a "
+                        f"{cfg.dataset} net has {cfg.num_classes} outputs; point --data-dir at {cfg.dataset} data "
+                        "or choose its --dataset")
     dev = torch.device(cfg.device)
     tx, ty = arrays.train_x, arrays.train_y
     vx = vy = None
@@ -194,7 +200,7 @@ def build_model(cfg: RunConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer,
     """
     dev = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = build(cfg.arch, cfg.shortcut, stride_on=cfg.stride_on).to(dev)
+    model = build(cfg.arch, cfg.shortcut, num_classes=cfg.num_classes, stride_on=cfg.stride_on).to(dev)
     if cfg.checkpoint_activations:
         if not hasattr(model, "checkpoint_activations"):
             raise UserError(f"activation checkpointing is implemented for the CIFAR nets only, not {cfg.arch}; "
@@ -602,7 +608,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
     win = [0.0, 0.0, 0]  # loss sum, wrong count, images in the current logging window
     last_eval: dict = {}
     if state is not None:
-        checkpoint.check_compatible(state, cfg.arch, cfg.shortcut, 10, ckpt_dir)
+        checkpoint.check_compatible(state, cfg.arch, cfg.shortcut, cfg.num_classes, ckpt_dir)
         restore_training_state(model, opt, state, cfg, ckpt_dir)
         start, wall_prev, train_s = int(state["iteration"]), float(state["wall_s"]), float(state["train_s"])
         warmup_active = bool(state["warmup_active"])
@@ -650,7 +656,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
             "model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it,
             "warmup_active": warmup_active, "window": list(window), "wall_s": wall(), "train_s": train_s,
             **checkpoint.log_position(metrics_path), "last_eval": last_eval,
-            "arch": cfg.arch, "shortcut": cfg.shortcut, "num_classes": 10, "input_norm": norm_rec,
+            "arch": cfg.arch, "shortcut": cfg.shortcut, "num_classes": cfg.num_classes, "input_norm": norm_rec,
         })
 
     order = BatchOrder(len(data.train_x), cfg.batch_size, cfg.seed, dev)
@@ -732,7 +738,8 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, emit: EventFn, stop
                 log({"event": "end", "iteration": it, "status": "interrupted", "reason": why_stop})  # resume drops it
                 return summary("interrupted", it, f"stopped at iteration {it}; continue with --resume")
         checkpoint.save(ckpt_dir, "final.pt", {"model": model.state_dict(), "iteration": it, "arch": cfg.arch,
-                                                "shortcut": cfg.shortcut, "num_classes": 10, "input_norm": norm_rec},
+                                                "shortcut": cfg.shortcut, "num_classes": cfg.num_classes,
+                                                "input_norm": norm_rec},
                         latest=False)
         log({"event": "end", "iteration": it, "status": "complete", "wall_s": round(wall(), 3)})
         return summary("complete", it)
